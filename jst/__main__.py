@@ -1,0 +1,3 @@
+from jst.cli import main
+
+raise SystemExit(main())

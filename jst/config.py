@@ -1,0 +1,95 @@
+"""Where jst keeps its state, and the developer env file (PROTOCOL.md §3.1, §3.4).
+
+``<config>`` is ``$JSTORRENT_CONFIG_DIR`` used verbatim when set, else the platform's
+user config directory; the app directory is always ``<config>/jstorrent-native``.
+
+The original has three env-file parsers with different rules (§3.4, §9.26). We keep one,
+a superset of all three: blank lines and ``#`` comments are skipped, each remaining line
+is split at its first ``=``, key and value are trimmed, and the first occurrence of a key
+wins. Every line any original parser accepts means the same thing here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+CONFIG_DIR_ENV = "JSTORRENT_CONFIG_DIR"
+APP_DIR_NAME = "jstorrent-native"
+RPC_INFO_NAME = "rpc-info.json"
+ENV_FILE_NAME = "jstorrent-native.env"
+
+
+def platform_config_dir() -> Path:
+    """The OS's per-user config directory, ignoring ``JSTORRENT_CONFIG_DIR``."""
+    if sys.platform.startswith("linux") or sys.platform.startswith("freebsd"):
+        # The original (Rust `dirs`) honours XDG_CONFIG_HOME only when it is absolute;
+        # platformdirs would also take a relative one, so decide this case here.
+        xdg = os.environ.get("XDG_CONFIG_HOME", "")
+        if os.path.isabs(xdg):
+            return Path(xdg)
+        return Path.home() / ".config"
+    import platformdirs
+
+    # macOS: ~/Library/Application Support; Windows: the roaming %APPDATA%.
+    return Path(platformdirs.user_config_dir(appname=None, appauthor=False, roaming=True))
+
+
+def config_dir() -> Path:
+    """``<config>``: the override when set (verbatim), else the platform directory."""
+    override = os.environ.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override)
+    return platform_config_dir()
+
+
+def app_dir() -> Path:
+    """``<config>/jstorrent-native``: rpc-info.json, the env file and our logs live here."""
+    return config_dir() / APP_DIR_NAME
+
+
+def rpc_info_path() -> Path:
+    return app_dir() / RPC_INFO_NAME
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Parse env-file text with the superset rule described in the module docstring."""
+    values: dict[str, str] = {}
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip()
+        if key and key not in values:
+            values[key] = value.strip()
+    return values
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read one env file; a missing or unreadable file is simply empty."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    return parse_env_file(data.decode("utf-8", errors="replace"))
+
+
+def env_file_candidates(exe_dir: Path | None = None) -> list[Path]:
+    """Env files in the order they are consulted: ``<config>`` first, then the exe dir."""
+    candidates = [app_dir() / ENV_FILE_NAME]
+    if exe_dir is not None:
+        candidates.append(exe_dir / ENV_FILE_NAME)
+    return candidates
+
+
+def env_setting(name: str, exe_dir: Path | None = None) -> str | None:
+    """The first value of ``name`` found in the env files (see ``env_file_candidates``)."""
+    for path in env_file_candidates(exe_dir):
+        value = read_env_file(path).get(name)
+        if value is not None:
+            return value
+    return None

@@ -1,0 +1,13 @@
+"""jst-io-daemon: the loopback HTTP + WebSocket server (PROTOCOL.md §5, §6).
+
+Module map:
+  cli.py      command line (§5.1), token sources; the console-script entry point
+  main.py     the process's nursery tree: server, parent watcher, signals, shutdown
+  asgi.py     the thin ASGI adapter between hypercorn and the protocol modules
+  http.py     sans-I/O HTTP rules: request model, auth (§5.3), CORS (§5.4), parsing
+  routes.py   route table and handlers (§5.7-§5.9)
+  paths.py    root/path resolution (§5.6 with the §9.11 fixes), pure
+  fileops.py  blocking file work (run in worker threads) and OSError mapping
+  state.py    roots, extension id, counters: what /api/read-rpc-info-from-disk reloads
+  errors.py   the daemon's exception hierarchy
+"""

@@ -1,0 +1,148 @@
+"""``jst-io-daemon``: the command line of §5.1, then the port line, then the server.
+
+Startup order is chosen for the time to the port line: parse arguments, bind the
+listening socket, print the port, and only then import trio and hypercorn (~120 ms).
+Connections that arrive meanwhile wait in the kernel's accept queue, so a client that
+reads the port and connects at once is served as soon as the loop runs.
+
+Token sources (§9.19: a token on argv is visible to every user in ``ps``):
+  --token T          as the original; still accepted
+  --token-stdin      read the token from the first line of standard input
+  JST_IO_DAEMON_TOKEN  environment variable (removed from our environment once read)
+The first one given wins, in that order. None, or an empty token, is a usage error (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+
+from jst import __version__
+
+TOKEN_ENV = "JST_IO_DAEMON_TOKEN"  # noqa: S105 (a variable name, not a secret)
+DEV_ORIGINS_ENV = "JSTORRENT_DEV_ORIGINS"
+LOG_FILE_NAME = "io-daemon.log"
+LISTEN_BACKLOG = 1024  # browsers open bursts of parallel connections
+
+
+def _unsigned(bits: int) -> Callable[[str], int]:
+    limit = (1 << bits) - 1
+
+    def parse(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or int(text) > limit:
+            raise argparse.ArgumentTypeError(f"must be an integer from 0 to {limit}")
+        return int(text)
+
+    parse.__name__ = f"u{bits}"
+    return parse
+
+
+def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="jst io-daemon: loopback HTTP + WebSocket server for the JSTorrent extension.",
+        epilog=f"The token may instead come from --token-stdin or ${TOKEN_ENV}.",
+    )
+    p.add_argument(
+        "-p",
+        "--port",
+        type=_unsigned(16),
+        default=0,
+        help="TCP port on 127.0.0.1 (0 = any free port)",
+    )
+    p.add_argument("-t", "--token", help="auth token for HTTP and WebSocket clients")
+    p.add_argument(
+        "--token-stdin", action="store_true", help="read the token from the first line of stdin"
+    )
+    p.add_argument("--parent-pid", type=_unsigned(32), help="exit when this process exits")
+    p.add_argument("--install-id", required=True, help="selects the profile in rpc-info.json")
+    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def read_token(args: argparse.Namespace, p: argparse.ArgumentParser) -> str:
+    token: str | None = args.token
+    if token is None and args.token_stdin:
+        token = sys.stdin.readline().rstrip("\r\n")
+    if token is None:
+        token = os.environ.get(TOKEN_ENV)
+    os.environ.pop(TOKEN_ENV, None)
+    if token is None:
+        p.error(f"the following arguments are required: --token (or --token-stdin, ${TOKEN_ENV})")
+    if not token:
+        p.error("the token must not be empty")
+    return token
+
+
+def bind_listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if sys.platform == "win32":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
+    else:
+        # Lets a restarted daemon take back its port while old connections sit in
+        # TIME_WAIT; it does not let two live listeners share a port on Linux or macOS.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+def announce_port(port: int) -> None:
+    """Print the port line (§5.2 step 6), then point fd 1 at stderr for good.
+
+    After this nothing (not even a stray print in a library) can reach stdout; the
+    host reads exactly one line from it and closes the pipe.
+    """
+    sys.stdout.write(f"{port}\n")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
+    p = parser(prog)
+    args = p.parse_args(argv)
+    token = read_token(args, p)
+    if hasattr(signal, "SIGXFSZ"):
+        # Past RLIMIT_FSIZE a write must fail with EFBIG (answered 507), not kill us.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        listener = bind_listener(args.port)
+    except OSError as exc:
+        print(
+            f"{prog}: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    announce_port(listener.getsockname()[1])
+
+    from jst import config, logs
+    from jst.daemon.http import CorsPolicy
+    from jst.daemon.main import run
+    from jst.daemon.state import ConfigLoadError, DaemonState
+
+    log = logs.setup("io-daemon", config.app_dir() / LOG_FILE_NAME)
+    log.info(
+        "jst-io-daemon %s listening on 127.0.0.1:%d (pid %d)",
+        __version__,
+        listener.getsockname()[1],
+        os.getpid(),
+    )
+    state = DaemonState(
+        token=token.encode("utf-8"),
+        install_id=args.install_id,
+        rpc_info_path=config.rpc_info_path(),
+        cors=CorsPolicy.from_dev_origins(os.environ.get(DEV_ORIGINS_ENV)),
+    )
+    try:
+        state.load_config()
+    except ConfigLoadError as exc:
+        log.warning("starting without download roots: %s", exc)
+    return run(state, listener.detach(), args.parent_pid)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
