@@ -106,6 +106,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
     p = parser(prog)
     args = p.parse_args(argv)
     token = read_token(args, p)
+    # From here on SIGINT/SIGTERM must mean "exit 0 gracefully", even in the ~150 ms
+    # before trio runs (a host may stop us right after reading the port line): remember
+    # them now, and main.watch_signals acts on what arrived early.
+    early_signals: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: early_signals.append(received))
     if hasattr(signal, "SIGXFSZ"):
         # Past RLIMIT_FSIZE a write must fail with EFBIG (answered 507), not kill us.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -141,7 +147,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
         state.load_config()
     except ConfigLoadError as exc:
         log.warning("starting without download roots: %s", exc)
-    return run(state, listener.detach(), args.parent_pid)
+    return run(state, listener.detach(), args.parent_pid, early_signals)
 
 
 if __name__ == "__main__":

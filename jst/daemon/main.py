@@ -105,19 +105,23 @@ async def watch_parent(pid: int, shutdown: Shutdown) -> None:
     shutdown.request(0, f"parent process {pid} is gone")
 
 
-async def watch_signals(shutdown: Shutdown) -> None:
+async def watch_signals(shutdown: Shutdown, early_signals: list[int]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if early_signals:  # arrived before this receiver existed (see cli.main)
+            shutdown.request(0, signal.Signals(early_signals[0]).name)
         async for signum in signals:
             shutdown.request(0, signal.Signals(signum).name)
 
 
-def run(state: DaemonState, listen_fd: int, parent_pid: int | None) -> int:
+def run(
+    state: DaemonState, listen_fd: int, parent_pid: int | None, early_signals: list[int]
+) -> int:
     """Serve until shut down; returns the process exit status."""
     shutdown = Shutdown()
 
     async def serve_until_shutdown() -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals, shutdown)
+            nursery.start_soon(watch_signals, shutdown, early_signals)
             if parent_pid is not None:
                 nursery.start_soon(watch_parent, parent_pid, shutdown)
             await http_server(state, listen_fd, shutdown)
