@@ -332,6 +332,19 @@ async def test_huge_x_length_is_refused_before_any_allocation(
     assert (await client.request("GET", "/health")).status == 200
 
 
+async def test_read_to_eof_of_more_than_64_mib_is_refused(
+    client: HttpClient, daemon: RunningDaemon
+) -> None:
+    with open(daemon.env.root / "huge", "wb") as f:
+        f.truncate(65 * MIB)  # sparse: no real disk use
+    reply = await client.request("GET", f"/read/{ROOT_KEY}", path_headers(daemon, "huge"))
+    assert reply.status == 400
+    tail = await client.request(
+        "GET", f"/read/{ROOT_KEY}", path_headers(daemon, "huge", X_Offset=str(64 * MIB))
+    )
+    assert (tail.status, len(tail.body)) == (200, MIB)
+
+
 async def test_offset_beyond_the_os_range_is_a_500_not_a_crash(
     client: HttpClient, daemon: RunningDaemon
 ) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import stat as stat_mod
+from collections.abc import Iterator
 from typing import Any
 
 from jst.daemon.errors import (
@@ -134,60 +135,57 @@ def _open_for_read(target: Target) -> int:
         raise map_os_error(exc, 404) from None  # any open failure is 404 (§5.8.2)
 
 
-def read_range(target: Target, offset: int, length: int | None) -> bytes:
-    """``GET /read``: exactly ``length`` bytes (500 on a short file), or up to EOF."""
-    if length is not None and length > READ_LIMIT:
-        raise BadRequest(f"Invalid X-Length value: more than {READ_LIMIT} bytes")
+def _read_pieces(target: Target, offset: int, length: int | None, piece: int) -> Iterator[bytes]:
+    """The bytes of ``[offset, offset + length)`` (or to EOF) in pieces of at most
+    ``piece`` bytes; stops early at EOF. Open failure 404, other OS errors 500."""
     fd = _open_for_read(target)
     try:
         if offset > OFF_T_MAX:
             raise _invalid_offset()
-        want = READ_LIMIT + 1 if length is None else length
-        chunks: list[bytes] = []
-        got = 0
-        while got < want:
-            chunk = os.pread(fd, want - got, offset + got)
+        done = 0
+        while length is None or done < length:
+            size = piece if length is None else min(piece, length - done)
+            chunk = os.pread(fd, size, offset + done)
             if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
+                return
+            yield chunk
+            done += len(chunk)
     except OverflowError:
         raise _invalid_offset() from None
     except OSError as exc:
         raise map_os_error(exc) from None
     finally:
         os.close(fd)
-    if length is None and got > READ_LIMIT:
-        raise BadRequest(f"Read of more than {READ_LIMIT} bytes refused: send X-Length")
-    if length is not None and got < length:
-        raise InternalError("early eof")
+
+
+def read_range(target: Target, offset: int, length: int | None) -> bytes:
+    """``GET /read``: exactly ``length`` bytes (500 on a short file), or up to EOF."""
+    if length is not None and length > READ_LIMIT:
+        raise BadRequest(f"Invalid X-Length value: more than {READ_LIMIT} bytes")
+    chunks: list[bytes] = []
+    got = 0
+    if length is None:
+        # To EOF: 1 MiB pieces, one past the limit to detect a read that is too large.
+        for chunk in _read_pieces(target, offset, READ_LIMIT + 1, CHUNK):
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > READ_LIMIT:
+            raise BadRequest(f"Read of more than {READ_LIMIT} bytes refused: send X-Length")
+    else:
+        # A known length is read in one piece (one allocation, usually one pread).
+        for chunk in _read_pieces(target, offset, length, max(length, 1)):
+            chunks.append(chunk)
+            got += len(chunk)
+        if got < length:
+            raise InternalError("early eof")
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def hash_file(target: Target, algorithm: str, offset: int, length: int | None) -> str:
     """``GET /hash/<algo>/<path>``: hex digest of a range; a short file is not an error."""
-    fd = _open_for_read(target)
     digest = hashlib.new(algorithm)
-    try:
-        if offset > OFF_T_MAX:
-            raise _invalid_offset()
-        position = offset
-        remaining = length
-        while remaining is None or remaining > 0:
-            size = CHUNK if remaining is None else min(CHUNK, remaining)
-            chunk = os.pread(fd, size, position)
-            if not chunk:
-                break
-            digest.update(chunk)
-            position += len(chunk)
-            if remaining is not None:
-                remaining -= len(chunk)
-    except OverflowError:
-        raise _invalid_offset() from None
-    except OSError as exc:
-        raise map_os_error(exc) from None
-    finally:
-        os.close(fd)
+    for chunk in _read_pieces(target, offset, length, CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
