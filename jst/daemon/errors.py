@@ -16,10 +16,6 @@ class DaemonError(Exception):
     """Root of every exception the io-daemon raises on purpose."""
 
 
-class UsageError(DaemonError):
-    """Bad command line or environment; the process exits with status 2."""
-
-
 class HttpError(DaemonError):
     """An HTTP error response: ``status`` plus a ``text/plain`` body (``None`` = no body).
 
@@ -77,10 +73,6 @@ class Unprocessable(HttpError):
 
 class InternalError(HttpError):
     status = 500
-
-
-class InsufficientStorage(HttpError):
-    status = 507
 
 
 def os_error_text(exc: OSError) -> str:
