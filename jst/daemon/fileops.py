@@ -162,22 +162,17 @@ def read_range(target: Target, offset: int, length: int | None) -> bytes:
     """``GET /read``: exactly ``length`` bytes (500 on a short file), or up to EOF."""
     if length is not None and length > READ_LIMIT:
         raise BadRequest(f"Invalid X-Length value: more than {READ_LIMIT} bytes")
-    chunks: list[bytes] = []
-    got = 0
     if length is None:
         # To EOF: 1 MiB pieces, one past the limit to detect a read that is too large.
-        for chunk in _read_pieces(target, offset, READ_LIMIT + 1, CHUNK):
-            chunks.append(chunk)
-            got += len(chunk)
-        if got > READ_LIMIT:
-            raise BadRequest(f"Read of more than {READ_LIMIT} bytes refused: send X-Length")
+        chunks = list(_read_pieces(target, offset, READ_LIMIT + 1, CHUNK))
     else:
         # A known length is read in one piece (one allocation, usually one pread).
-        for chunk in _read_pieces(target, offset, length, max(length, 1)):
-            chunks.append(chunk)
-            got += len(chunk)
-        if got < length:
-            raise InternalError("early eof")
+        chunks = list(_read_pieces(target, offset, length, max(length, 1)))
+    got = sum(map(len, chunks))
+    if length is None and got > READ_LIMIT:
+        raise BadRequest(f"Read of more than {READ_LIMIT} bytes refused: send X-Length")
+    if length is not None and got < length:
+        raise InternalError("early eof")
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
