@@ -68,6 +68,10 @@ class DaemonEnv:
         self.rpc_info.parent.mkdir(parents=True, exist_ok=True)
         self.rpc_info.write_text(json.dumps({"version": 1, "profiles": [profile]}))
 
+    def daemon_args(self) -> list[str]:
+        """The arguments the host (and the shared bench) start the daemon with."""
+        return ["--port", "0", "--token", self.token, "--install-id", self.install_id]
+
     def environ(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JST")}
         env["JSTORRENT_CONFIG_DIR"] = str(self.config_dir)
@@ -84,9 +88,6 @@ class RunningDaemon:
     @property
     def auth(self) -> list[tuple[str | bytes, str | bytes]]:
         return [("X-JST-Auth", self.env.token)]
-
-    def stderr_text(self) -> str:
-        return self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
 
 
 def b64(path: str | bytes) -> str:
@@ -126,15 +127,9 @@ def spawn(
     args: Sequence[str] | None = None,
     extra_env: dict[str, str] | None = None,
     stdin: int | None = subprocess.DEVNULL,
+    command: Sequence[str] = DAEMON,
 ) -> subprocess.Popen[bytes]:
-    argv = [
-        *DAEMON,
-        *(
-            args
-            if args is not None
-            else ["--port", "0", "--token", env.token, "--install-id", env.install_id]
-        ),
-    ]
+    argv = [*command, *(env.daemon_args() if args is None else args)]
     return subprocess.Popen(
         argv,
         stdin=stdin,

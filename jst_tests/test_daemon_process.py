@@ -54,8 +54,7 @@ def test_installed_console_script_starts_with_flag_equals_value(daemon_env: Daem
     script = Path(sys.executable).with_name("jst-io-daemon")
     assert script.exists(), "pip install -e . must install the jst-io-daemon console script"
     args = ["--port=0", f"--token={daemon_env.token}", f"--install-id={daemon_env.install_id}"]
-    proc = subprocess.Popen([str(script), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=daemon_env.environ())  # fmt: skip
+    proc = spawn(daemon_env, args, command=[str(script)])
     try:
         assert read_port_line(proc) > 0
     finally:
@@ -211,15 +210,7 @@ def test_exits_within_1_s_after_its_parent_is_killed(daemon_env: DaemonEnv, tmp_
         "print(child.pid, child.stdout.readline().decode().strip(), flush=True)\n"
         "time.sleep(60)\n"
     )
-    args = [
-        *DAEMON,
-        "--port",
-        "0",
-        "--token",
-        daemon_env.token,
-        "--install-id",
-        daemon_env.install_id,
-    ]
+    args = [*DAEMON, *daemon_env.daemon_args()]
     parent = subprocess.Popen([sys.executable, str(parent_script), *args], stdout=subprocess.PIPE,
                               env=daemon_env.environ())  # fmt: skip
     daemon_pid = 0
