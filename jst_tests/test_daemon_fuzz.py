@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jst_tests.daemonproc import ROOT_KEY, DaemonEnv, RunningDaemon, running_daemon
+from jst_tests.httpclient import HttpClient
+from jst_tests.ioclient import frame, io_session
 
 path_parts = st.sampled_from(
     ["..", ".", "", "a", "b..c", "/", "\\", "C:", "\0", "é", "%2e%2e", "~", " "]
@@ -92,3 +96,102 @@ def test_hostile_json_paths_never_delete_outside_or_the_root(live: RunningDaemon
     assert status in (200, 400, 500)
     assert live.env.root.is_dir()
     assert os.path.exists(live.env.rpc_info)
+
+
+# -- /io frames -------------------------------------------------------------------------
+
+# Requests that could reach beyond loopback are built with loopback addresses only (a
+# random host name would be resolved over the network); multicast joins are left out
+# (they send IGMP reports; see test_daemon_io's namespaced multicast test).
+loopback = st.sampled_from(["127.0.0.1", "::1", "[::1]", ""])
+ports = st.integers(0, 65535)
+ids = st.integers(0, 2**32 - 1) | st.integers(1, 5)
+structured = st.one_of(
+    st.builds(
+        lambda sid, port, host: (0x10, struct.pack("<IH", sid, port) + host.encode()),
+        ids,
+        ports,
+        loopback,
+    ),
+    st.builds(
+        lambda sid, port, host, data: (
+            0x22,
+            struct.pack("<IHH", sid, port, len(host)) + host.encode() + data,
+        ),
+        ids,
+        ports,
+        st.sampled_from(["127.0.0.1", "::1"]),
+        st.binary(max_size=20),
+    ),
+    st.builds(
+        lambda sid, host: (0x15, struct.pack("<IH", sid, 0) + host.encode()),
+        ids,
+        st.sampled_from(["127.0.0.1", ""]),
+    ),
+)
+unstructured = st.tuples(
+    st.integers(0, 255).filter(lambda op: op not in (0x10, 0x15, 0x22, 0x25)),
+    st.binary(max_size=24),
+)
+io_frames = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 2**32 - 1), structured | unstructured),
+    max_size=12,
+)
+SOCKET_COUNTERS = (
+    "tcp_sockets",
+    "pending_tcp",
+    "pending_connects",
+    "tcp_servers",
+    "udp_sockets",
+    "ws_connections",
+)
+INVALID_VERSION = b"Invalid protocol version"
+
+
+async def fuzz_session(
+    port: int, token: str, frames: list[tuple[int, int, tuple[int, bytes]]]
+) -> None:
+    async with io_session(port, token) as client:
+        for version, request_id, (opcode, payload) in frames:
+            await client.ws.send_message(frame(opcode, request_id, payload, version=version or 1))
+            if version > 1:
+                # A wrong version is answered with ERROR and ends the session (§6.2).
+                reply = await client.expect(0x7F)
+                while reply.payload == b"Unknown opcode":  # answers to earlier frames
+                    reply = await client.expect(0x7F)
+                assert (reply.request_id, reply.payload) == (request_id, INVALID_VERSION)
+                return
+        await client.send(0x55, 4242)  # still alive
+        reply = await client.expect(0x7F)
+        while reply.request_id != 4242:
+            reply = await client.expect(0x7F)
+        assert reply.payload == b"Unknown opcode"
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frames=io_frames)
+def test_fuzzed_io_frames_never_crash_a_session(
+    live: RunningDaemon, frames: list[tuple[int, int, tuple[int, bytes]]]
+) -> None:
+    trio.run(fuzz_session, live.port, live.env.token, frames)
+    assert live.proc.poll() is None
+
+
+def test_fuzzing_left_no_socket_behind(live: RunningDaemon) -> None:
+    """Runs after the fuzz test (same module daemon): every session's sockets are gone."""
+
+    async def settled() -> None:
+        with trio.fail_after(10):
+            while True:
+                async with HttpClient(live.port) as http:
+                    reply = await http.request("GET", "/stats", live.auth)
+                current: dict[str, int] = reply.json()
+                if all(current[k] == 0 for k in SOCKET_COUNTERS):
+                    return
+                await trio.sleep(0.05)
+
+    trio.run(settled)
+    # Only the listening socket, the log file and std streams stay open (no leaked fds).
+    assert len(os.listdir(f"/proc/{live.proc.pid}/fd")) < 20

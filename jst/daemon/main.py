@@ -2,15 +2,16 @@
 
     trio.run(serve_until_shutdown)
     └── root nursery ................ cancelled when the HTTP server has finished
-        ├── http_server ............. hypercorn (ASGI app in asgi.py) on the bound socket;
-        │                             returns after a graceful stop triggered by Shutdown
+        ├── http_server ............. server.serve on the bound socket: an accept loop and
+        │                             a nursery of connections (HTTP requests, /io
+        │                             sessions); returns after the graceful stop
         ├── watch_parent ............ only with --parent-pid: parent gone -> Shutdown(0),
         │                             liveness uncheckable -> Shutdown(1)
         └── watch_signals ........... SIGINT / SIGTERM -> Shutdown(0)
     (POST /control/shutdown -> Shutdown(0), after its 200 has been sent)
 
 What may cancel what: nothing cancels the server directly; every trigger goes through
-``Shutdown.request``, which sets the event hypercorn waits on. Hypercorn then stops
+``Shutdown.request``, which sets the event the server waits on. The server then stops
 accepting and gives open connections ``GRACEFUL_SECONDS`` before cancelling them. When
 it returns, the root scope is cancelled, which ends the watchers. A worker thread stuck
 in a system call (a dead network mount) cannot be cancelled, so ``Shutdown`` also arms
@@ -23,16 +24,11 @@ import logging
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from jst.daemon.asgi import DaemonApp
 from jst.daemon.parent import ParentCheckError, wait_for_exit
 from jst.daemon.state import DaemonState
-
-if TYPE_CHECKING:
-    from hypercorn.config import Config
 
 log = logging.getLogger("jst.daemon")
 
@@ -40,8 +36,8 @@ log = logging.getLogger("jst.daemon")
 # what they are doing, and the hard limit stays under 2 s even if a thread is stuck.
 GRACEFUL_SECONDS = 1.0
 HARD_LIMIT_SECONDS = 1.8
-# Long enough for a browser that keeps a connection for its next request; hypercorn's
-# default of 5 s makes the extension reconnect needlessly.
+# Long enough for a browser that keeps a connection for its next request; the 5 s
+# default of many servers makes the extension reconnect needlessly.
 KEEP_ALIVE_SECONDS = 75.0
 MAX_WS_MESSAGE = 64 * 1024 * 1024  # §6.1
 
@@ -64,35 +60,16 @@ class Shutdown:
         timer.start()
 
 
-def hypercorn_config(listen_fd: int) -> Config:
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [f"fd://{listen_fd}"]
-    config.backlog = 1024
-    config.accesslog = None
-    config.errorlog = logging.getLogger("jst.daemon.http")
-    config.include_server_header = False
-    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
-    config.keep_alive_max_requests = 2**62  # never close a busy keep-alive connection
-    config.graceful_timeout = GRACEFUL_SECONDS
-    config.websocket_max_message_size = MAX_WS_MESSAGE
-    return config
-
-
 async def http_server(state: DaemonState, listen_fd: int, shutdown: Shutdown) -> None:
-    from hypercorn.trio import serve
+    from jst.daemon.server import Server, serve
 
-    from jst.daemon import hypercorn_compat
-
-    hypercorn_compat.install()
-    app = DaemonApp(state, lambda: shutdown.request(0, "POST /control/shutdown"))
-    await serve(
-        cast(Any, app),
-        hypercorn_config(listen_fd),
-        shutdown_trigger=shutdown.event.wait,
-        mode="asgi",
+    server = Server(
+        state,
+        request_shutdown=lambda: shutdown.request(0, "POST /control/shutdown"),
+        keep_alive_seconds=KEEP_ALIVE_SECONDS,
+        max_ws_message=MAX_WS_MESSAGE,
     )
+    await serve(server, listen_fd, shutdown.event, GRACEFUL_SECONDS)
 
 
 async def watch_parent(pid: int, shutdown: Shutdown) -> None:

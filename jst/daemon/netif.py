@@ -32,3 +32,20 @@ def ipv4_interfaces() -> list[dict[str, Any]]:
                     }
                 )
     return result
+
+
+def multicast_interface_addresses() -> list[str]:
+    """IPv4 addresses of the non-loopback interfaces, where multicast groups are joined (§6.9)."""
+    import psutil
+
+    result = []
+    for addresses in psutil.net_if_addrs().values():
+        for addr in addresses:
+            if addr.family == socket.AF_INET:
+                try:
+                    if ipaddress.IPv4Address(addr.address).is_loopback:
+                        continue
+                except ValueError:
+                    continue
+                result.append(addr.address)
+    return result
