@@ -3,7 +3,10 @@
 Module map:
   cli.py      command line (§5.1), token sources; the console-script entry point
   main.py     the process's nursery tree: server, parent watcher, signals, shutdown
-  asgi.py     the thin ASGI adapter between hypercorn and the protocol modules
+  server.py   the HTTP/1.1 server loop (h11 over trio) and the /io upgrade
+  websocket.py a server WebSocket over a trio stream (wsproto), batched sends
+  wire.py     the /io protocol, sans-I/O: envelope, opcodes, payloads, auth (§6)
+  mux.py      the /io socket multiplexer: one nursery per session, a task per socket
   http.py     sans-I/O HTTP rules: request model, auth (§5.3), CORS (§5.4), parsing
   routes.py   route table and handlers (§5.7-§5.9)
   paths.py    root/path resolution (§5.6 with the §9.11 fixes), pure

@@ -1,7 +1,7 @@
 """``jst-io-daemon``: the command line of §5.1, then the port line, then the server.
 
 Startup order is chosen for the time to the port line: parse arguments, bind the
-listening socket, print the port, and only then import trio and hypercorn (~120 ms).
+listening socket, print the port, and only then import trio and the server (~120 ms).
 Connections that arrive meanwhile wait in the kernel's accept queue, so a client that
 reads the port and connects at once is served as soon as the loop runs.
 

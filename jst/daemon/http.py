@@ -68,7 +68,7 @@ class Request:
     method: str
     raw_path: bytes
     query: bytes
-    headers: tuple[tuple[bytes, bytes], ...]  # names lower-case, as ASGI gives them
+    headers: tuple[tuple[bytes, bytes], ...]  # names lower-case, as h11 gives them
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case), or None."""

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from jst_tests.bench import io as io_bench
 from jst_tests.daemonproc import ROOT_KEY, DaemonEnv, read_port_line, spawn, stop
 
 KIB = 1024
@@ -253,13 +254,16 @@ def main() -> None:
                     f"hashlib sha1 1 core {ref_hash:.0f} MB/s (ratio {mbps / ref_hash:.2f})",
                 )
             )
+            rows.extend(io_bench.rows(port, env.token, proc.pid, s))
             rows.append(("rss_after_load_mb", f"{rss_mib(proc.pid):.1f}", "target <= 80", ""))
         finally:
             stop(proc)
 
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     cores = os.cpu_count()
-    print(f"jst io-daemon HTTP benchmark ({cores} cores, {args.seconds:g} s windows, loopback)")
+    print(
+        f"jst io-daemon HTTP + /io benchmark ({cores} cores, {args.seconds:g} s windows, loopback)"
+    )
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     print(
