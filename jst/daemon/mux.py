@@ -52,11 +52,13 @@ import collections
 import contextlib
 import enum
 import errno
+import functools
 import ipaddress
 import logging
 import socket
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -64,7 +66,7 @@ import trio
 
 from jst.daemon import netif, wire
 from jst.daemon.state import DaemonState, Stats
-from jst.daemon.websocket import CLOSE_WAIT_SECONDS, WebSocket
+from jst.daemon.websocket import CLOSE_WAIT_SECONDS, STREAM_ERRORS, WebSocket
 
 log = logging.getLogger("jst.daemon.io")
 
@@ -97,8 +99,6 @@ ACCEPT_BACKOFF_FIRST = 0.05
 ACCEPT_BACKOFF_MAX = 1.0
 
 _TCP_SEND = int(wire.Op.TCP_SEND)
-# What a stream raises when the peer or our own close ended it.
-STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 CLOSE_POLICY_VIOLATION = 1008  # auth failures
 CLOSE_PROTOCOL_ERROR = 1002  # wrong envelope version
 
@@ -145,19 +145,26 @@ class TcpConn:
         if self.sock is not None:
             self.sock.close()
 
-
-@attrs.define(eq=False)
-class Listener:
-    server_id: int
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    sock: trio.socket.SocketType | None = None
+    def abort(self) -> None:
+        """Close now, whatever state it is in; its task unwinds on its own."""
+        self.scope.cancel()
+        self.close_socket()
 
 
 @attrs.define(eq=False)
-class UdpSocket:
+class BoundSocket:
+    """A TCP listener or a UDP socket: bound by its task, then served until closed."""
+
     socket_id: int
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     sock: trio.socket.SocketType | None = None
+
+    def close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # a listener's port is free as soon as this returns
+
+
+BoundTable = dict[int, BoundSocket]
 
 
 def take_outgoing(conn: TcpConn) -> bytes | memoryview:
@@ -247,8 +254,8 @@ class Session:
         self.nursery = nursery
         self.out = out
         self.tcp: dict[int, TcpConn] = {}
-        self.listeners: dict[int, Listener] = {}
-        self.udp: dict[int, UdpSocket] = {}
+        self.listeners: BoundTable = {}
+        self.udp: BoundTable = {}
         self.next_accept_id = FIRST_ACCEPT_ID
         self.closing = False
 
@@ -289,21 +296,17 @@ class Session:
             case wire.TcpSecure():
                 await self.tcp_secure(request, request_id)
             case wire.TcpListen():
-                self.replace_listener(request.server_id)
-                listener = Listener(request.server_id)
-                self.listeners[request.server_id] = listener
+                listener = self.start_bound(self.listeners, request.server_id)
                 self.nursery.start_soon(self.tcp_listener, listener, request, request_id)
             case wire.TcpStopListen(server_id):
-                self.replace_listener(server_id)
+                self.close_bound(self.listeners, server_id)
             case wire.UdpBind():
-                self.replace_udp(request.socket_id)
-                udp = UdpSocket(request.socket_id)
-                self.udp[request.socket_id] = udp
+                udp = self.start_bound(self.udp, request.socket_id)
                 self.nursery.start_soon(self.udp_socket, udp, request, request_id)
             case wire.UdpSend():
                 await self.udp_send(request)
             case wire.UdpClose(socket_id):
-                self.replace_udp(socket_id)
+                self.close_bound(self.udp, socket_id)
             case wire.UdpMulticast():
                 self.udp_multicast(request)
             case wire.UnknownOpcode():
@@ -367,15 +370,12 @@ class Session:
             if conn.write_scope is not None:
                 conn.write_scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
         else:
-            # Connecting, pending, or in its TLS handshake: closed silently.
-            conn.scope.cancel()
-            conn.close_socket()
+            conn.abort()  # connecting, pending, or in its TLS handshake: closed silently
 
     def abort_tcp(self, socket_id: int) -> None:
         old = self.tcp.pop(socket_id, None)
         if old is not None:
-            old.scope.cancel()
-            old.close_socket()
+            old.abort()
 
     def forget_tcp(self, conn: TcpConn) -> None:
         conn.close_socket()
@@ -542,56 +542,80 @@ class Session:
         else:
             active_scope.cancel()  # TLS cannot half-close; close now
 
-    # -- TCP server sockets (§6.7) -------------------------------------------------------
+    # -- listeners and UDP sockets: one lifecycle ----------------------------------------
 
-    def replace_listener(self, server_id: int) -> None:
-        old = self.listeners.pop(server_id, None)
+    def start_bound(self, table: BoundTable, socket_id: int) -> BoundSocket:
+        self.close_bound(table, socket_id)  # a reused id replaces the old socket (§9.8)
+        bound = BoundSocket(socket_id)
+        table[socket_id] = bound
+        return bound
+
+    def close_bound(self, table: BoundTable, socket_id: int) -> None:
+        old = table.pop(socket_id, None)
         if old is not None:
             old.scope.cancel()
-            if old.sock is not None:
-                old.sock.close()  # the port is free as soon as this returns
+            old.close_socket()
 
-    async def tcp_listener(self, listener: Listener, request: wire.TcpListen, rid: int) -> None:
-        sid = listener.server_id
+    async def run_bound(
+        self,
+        table: BoundTable,
+        bound: BoundSocket,
+        counter: str,
+        bind: Callable[[], Awaitable[trio.socket.SocketType | None]],
+        reply: Callable[[int | None], bytes],
+        serve: Callable[[BoundSocket, trio.socket.SocketType], Awaitable[None]],
+    ) -> None:
+        """Bind, reply with the port (or the failure), count it in ``counter``, serve it;
+        whatever ends it, the socket is closed and leaves ``table``."""
         try:
-            with listener.scope:
-                try:
-                    sock = await open_listening_socket(request.address, request.port)
-                except (OSError, ValueError, UnicodeError) as exc:
-                    log.debug("listener %d: cannot listen on %r: %s", sid, request.port, exc)
-                    await self.out.send(wire.encode_tcp_listen_result(rid, sid, None))
+            with bound.scope:
+                sock = await bind()
+                if sock is None:
+                    await self.out.send(reply(None))
                     return
-                listener.sock = sock
-                self.stats.tcp_servers += 1
+                bound.sock = sock
+                setattr(self.stats, counter, getattr(self.stats, counter) + 1)
                 try:
-                    port = sock.getsockname()[1]
-                    await self.out.send(wire.encode_tcp_listen_result(rid, sid, port))
-                    await self.accept_loop(listener, sock)
+                    await self.out.send(reply(sock.getsockname()[1]))
+                    await serve(bound, sock)
                 finally:
-                    self.stats.tcp_servers -= 1
+                    setattr(self.stats, counter, getattr(self.stats, counter) - 1)
         except Exception:
-            log.exception("listener %d: unexpected error", sid)
+            log.exception("socket %d (%s): unexpected error", bound.socket_id, counter)
         finally:
-            if listener.sock is not None:
-                listener.sock.close()
-            if self.listeners.get(sid) is listener:
-                del self.listeners[sid]
+            bound.close_socket()
+            if table.get(bound.socket_id) is bound:
+                del table[bound.socket_id]
 
-    async def accept_loop(self, listener: Listener, sock: trio.socket.SocketType) -> None:
+    # -- TCP server sockets (§6.7) -------------------------------------------------------
+
+    async def tcp_listener(self, listener: BoundSocket, request: wire.TcpListen, rid: int) -> None:
+        async def bind() -> trio.socket.SocketType | None:
+            try:
+                return await open_listening_socket(request.address, request.port)
+            except (OSError, ValueError, UnicodeError) as exc:
+                log.debug("listener %d: cannot listen on %r: %s", sid, request.port, exc)
+                return None
+
+        sid = listener.socket_id
+        reply = functools.partial(wire.encode_tcp_listen_result, rid, sid)
+        await self.run_bound(self.listeners, listener, "tcp_servers", bind, reply, self.accept_loop)
+
+    async def accept_loop(self, listener: BoundSocket, sock: trio.socket.SocketType) -> None:
         backoff = ACCEPT_BACKOFF_FIRST
         while True:
             try:
                 peer_sock, address = await sock.accept()
             except OSError as exc:
                 # EMFILE and friends: keep the listener, try again a little later (§9.10).
-                log.warning("listener %d: accept failed: %s", listener.server_id, exc)
+                log.warning("listener %d: accept failed: %s", listener.socket_id, exc)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
                 continue
             backoff = ACCEPT_BACKOFF_FIRST
             try:
                 sid = self.allocate_accept_id()
-                frame = wire.encode_tcp_accept(listener.server_id, sid, address[1], address[0])
+                frame = wire.encode_tcp_accept(listener.socket_id, sid, address[1], address[0])
                 await self.out.send(frame)  # before any TCP_RECV of that socket (§6.7)
             except BaseException:
                 peer_sock.close()
@@ -611,48 +635,27 @@ class Session:
 
     # -- UDP (§6.8, §6.9) ----------------------------------------------------------------
 
-    def replace_udp(self, socket_id: int) -> None:
-        old = self.udp.pop(socket_id, None)
-        if old is not None:
-            old.scope.cancel()
-            if old.sock is not None:
-                old.sock.close()
+    async def udp_socket(self, udp: BoundSocket, request: wire.UdpBind, rid: int) -> None:
+        async def bind() -> trio.socket.SocketType | None:
+            host = strip_brackets(request.address) or "0.0.0.0"
+            if not is_ip_literal(host):  # UDP_BIND takes IP literals only (§6.8)
+                return None
+            sock = trio.socket.socket(
+                socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+            )
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                await sock.bind((host, request.port))
+            except OSError as exc:
+                log.debug("udp %d: cannot bind %r: %s", udp.socket_id, request.port, exc)
+                sock.close()
+                return None
+            return sock
 
-    async def udp_socket(self, udp: UdpSocket, request: wire.UdpBind, rid: int) -> None:
-        sid = udp.socket_id
-        try:
-            with udp.scope:
-                host = strip_brackets(request.address) or "0.0.0.0"
-                sock = None
-                if is_ip_literal(host):  # UDP_BIND takes IP literals only (§6.8)
-                    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        await sock.bind((host, request.port))
-                    except OSError as exc:
-                        log.debug("udp %d: cannot bind %r: %s", sid, request.port, exc)
-                        sock.close()
-                        sock = None
-                if sock is None:
-                    await self.out.send(wire.encode_udp_bound(rid, sid, None))
-                    return
-                udp.sock = sock
-                self.stats.udp_sockets += 1
-                try:
-                    await self.out.send(wire.encode_udp_bound(rid, sid, sock.getsockname()[1]))
-                    await self.udp_receive_loop(udp, sock)
-                finally:
-                    self.stats.udp_sockets -= 1
-        except Exception:
-            log.exception("udp %d: unexpected error", sid)
-        finally:
-            if udp.sock is not None:
-                udp.sock.close()
-            if self.udp.get(sid) is udp:
-                del self.udp[sid]
+        reply = functools.partial(wire.encode_udp_bound, rid, udp.socket_id)
+        await self.run_bound(self.udp, udp, "udp_sockets", bind, reply, self.udp_receive_loop)
 
-    async def udp_receive_loop(self, udp: UdpSocket, sock: trio.socket.SocketType) -> None:
+    async def udp_receive_loop(self, udp: BoundSocket, sock: trio.socket.SocketType) -> None:
         while True:
             try:
                 data, address = await sock.recvfrom(UDP_RECEIVE_SIZE)
@@ -675,7 +678,7 @@ class Session:
         else:  # resolving may take seconds: do not hold up the session (§9.9)
             self.nursery.start_soon(self.udp_send_resolved, udp, host, request)
 
-    async def udp_send_resolved(self, udp: UdpSocket, host: str, request: wire.UdpSend) -> None:
+    async def udp_send_resolved(self, udp: BoundSocket, host: str, request: wire.UdpSend) -> None:
         sock = udp.sock
         if sock is None:
             return
@@ -730,12 +733,8 @@ class Session:
         """Close every socket of the session now (the tasks' own cleanup follows)."""
         for conn in self.tcp.values():
             conn.close_socket()
-        for listener in self.listeners.values():
-            if listener.sock is not None:
-                listener.sock.close()
-        for udp in self.udp.values():
-            if udp.sock is not None:
-                udp.sock.close()
+        for bound in [*self.listeners.values(), *self.udp.values()]:
+            bound.close_socket()
 
 
 def _set_membership(sock: trio.socket.SocketType, option: int, group: bytes, iface: str) -> bool:

@@ -41,7 +41,7 @@ from jst.daemon.errors import HttpError, MethodNotAllowed, PayloadTooLarge
 from jst.daemon.http import TEXT_PLAIN, Request, Response, allow_header, parse_u64
 from jst.daemon.routes import Context, dispatch
 from jst.daemon.state import DaemonState
-from jst.daemon.websocket import WebSocket
+from jst.daemon.websocket import STREAM_ERRORS, WebSocket
 
 log = logging.getLogger("jst.daemon.http")
 
@@ -116,7 +116,7 @@ class HttpConnection:
                 return event  # type: ignore[return-value]
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except STREAM_ERRORS as exc:
                 raise ClientGone from exc
             conn.receive_data(bytes(data))
 
@@ -132,10 +132,11 @@ class HttpConnection:
                     return  # idle keep-alive connection, or shutting down
                 if not isinstance(event, h11.Request):
                     return  # ConnectionClosed, or nothing usable
-                if is_io_upgrade(event):
-                    await self.upgrade(event)
+                req = request_from(event)
+                if is_io_upgrade(req):
+                    await self.upgrade(req)
                     return
-                await self.serve_request(event)
+                await self.serve_request(req)
             except h11.RemoteProtocolError as exc:
                 await self.protocol_error(exc)
                 return
@@ -161,15 +162,7 @@ class HttpConnection:
             return True
         return False
 
-    async def serve_request(self, event: h11.Request) -> None:
-        target = bytes(event.target)
-        raw_path, _, query = target.partition(b"?")
-        req = Request(
-            method=event.method.decode("ascii", "replace"),
-            raw_path=raw_path,
-            query=query,
-            headers=tuple((bytes(name), bytes(value)) for name, value in event.headers),
-        )
+    async def serve_request(self, req: Request) -> None:
         state = self.server.state
         ctx = Context(state, self.body_reader(req), self.server.request_shutdown)
         try:
@@ -188,17 +181,8 @@ class HttpConnection:
         headers.extend(state.cors.response_headers(req, state.extension_id))
         if self.server.stopping:
             headers.append((b"connection", b"close"))
-        conn = self.conn
-        data = conn.send(
-            h11.Response(
-                status_code=response.status,
-                headers=headers,
-                reason=REASONS.get(response.status, b""),
-            )
-        )
-        if response.body and req.method != "HEAD":
-            data += conn.send(h11.Data(data=response.body))
-        data += conn.send(h11.EndOfMessage())
+        body = b"" if req.method == "HEAD" else response.body
+        data = self.encode_response(response.status, headers, body)
         await self.send(data)
         if response.after_send is not None:
             response.after_send()
@@ -237,7 +221,7 @@ class HttpConnection:
     async def send(self, data: bytes) -> None:
         try:
             await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except STREAM_ERRORS as exc:
             raise ClientGone from exc
 
     async def protocol_error(self, exc: h11.RemoteProtocolError) -> None:
@@ -245,33 +229,19 @@ class HttpConnection:
         conn = self.conn
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        status = exc.error_status_hint
-        body = str(exc).encode("utf-8", "replace")
         try:
-            data = conn.send(
-                h11.Response(
-                    status_code=status,
-                    headers=[
-                        (b"content-length", str(len(body)).encode()),
-                        (b"content-type", TEXT_PLAIN),
-                        (b"connection", b"close"),
-                    ],
-                    reason=REASONS.get(status, b""),
-                )
-            )
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+            data = self.closing_response(exc.error_status_hint, str(exc).encode("utf-8", "replace"))
         except h11.LocalProtocolError:
             return
         with trio.move_on_after(1.0):
             with contextlib.suppress(ClientGone):
                 await self.send(data)
 
-    async def upgrade(self, event: h11.Request) -> None:
+    async def upgrade(self, req: Request) -> None:
         """Answer the WebSocket handshake with the exact status line (§6.1), run /io."""
-        key = header(event, b"sec-websocket-key")
-        version = header(event, b"sec-websocket-version")
-        if key is None or version != b"13":
-            await self.reject(400, b"Bad WebSocket handshake")
+        key = req.header(b"sec-websocket-key")
+        if key is None or req.header(b"sec-websocket-version") != b"13":
+            await self.send(self.closing_response(400, b"Bad WebSocket handshake"))
             return
         conn = self.conn
         data = conn.send(
@@ -294,35 +264,46 @@ class HttpConnection:
                 scope.cancel()
             await mux.serve_session(ws, self.server.state)
 
-    async def reject(self, status: int, body: bytes) -> None:
+    def encode_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> bytes:
+        """A whole response as bytes, written with one ``send_all`` by the caller."""
         conn = self.conn
         data = conn.send(
-            h11.Response(
-                status_code=status,
-                headers=[
-                    (b"content-length", str(len(body)).encode()),
-                    (b"content-type", TEXT_PLAIN),
-                    (b"connection", b"close"),
-                ],
-                reason=REASONS.get(status, b""),
-            )
+            h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
         )
-        data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        await self.send(data)
+        if body:
+            data += conn.send(h11.Data(data=body))
+        return data + conn.send(h11.EndOfMessage())
+
+    def closing_response(self, status: int, body: bytes) -> bytes:
+        """A plain-text error after which this connection is closed."""
+        headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", TEXT_PLAIN),
+            (b"connection", b"close"),
+        ]
+        return self.encode_response(status, headers, body)
 
 
-def header(event: h11.Request, name: bytes) -> bytes | None:
-    for key, value in event.headers:
-        if key == name:
-            return bytes(value)
-    return None
+def request_from(event: h11.Request) -> Request:
+    raw_path, _, query = bytes(event.target).partition(b"?")
+    return Request(
+        method=event.method.decode("ascii", "replace"),
+        raw_path=raw_path,
+        query=query,
+        headers=tuple((bytes(name), bytes(value)) for name, value in event.headers),
+    )
 
 
-def is_io_upgrade(event: h11.Request) -> bool:
-    if event.method != b"GET" or bytes(event.target).partition(b"?")[0] != b"/io":
-        return False
-    upgrade = header(event, b"upgrade")
-    return upgrade is not None and upgrade.lower() == b"websocket"
+def is_io_upgrade(req: Request) -> bool:
+    upgrade = req.header(b"upgrade")
+    return (
+        req.method == "GET"
+        and req.raw_path == b"/io"
+        and upgrade is not None
+        and upgrade.lower() == b"websocket"
+    )
 
 
 def error_response(exc: HttpError) -> Response:

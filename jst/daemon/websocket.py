@@ -22,6 +22,8 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+# What a trio stream raises when the peer, or our own close, has ended it.
+STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # One receive takes in many client frames at once (the engine sends bursts of small ones).
 RECEIVE_SIZE = 256 * 1024
 CLOSE_MESSAGE_TOO_BIG = 1009
@@ -56,7 +58,7 @@ class WebSocket:
         """Read once from the stream and turn what came into messages and replies."""
         try:
             data = await self._stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except STREAM_ERRORS:
             data = b""
         try:
             self._ws.receive_data(bytes(data) if data else None)
@@ -132,12 +134,9 @@ class WebSocket:
         async with self._send_lock:
             try:
                 await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except STREAM_ERRORS:
                 self._closed = True
 
 
 class _TooBig(Exception):
     pass
-
-
-__all__ = ["BytesMessage", "WebSocket"]

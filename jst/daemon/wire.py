@@ -228,15 +228,32 @@ Request = (
 )
 
 
+Parser = Callable[[bytes], Request | None]
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _tcp_connect(p: bytes) -> Request | None:
-    if len(p) < 6:
-        return None
-    sid, port = _U32_U16.unpack_from(p)
-    return TcpConnect(sid, port, _text(p[6:]))
+def _id_only(make: Callable[[int], Request]) -> Parser:
+    """socket_id (4), extra bytes ignored: TCP_CLOSE, TCP_STOP_LISTEN, UDP_CLOSE."""
+
+    def parse(p: bytes) -> Request | None:
+        return make(_U32.unpack_from(p)[0]) if len(p) >= 4 else None
+
+    return parse
+
+
+def _id_port_text(make: Callable[[int, int, str], Request]) -> Parser:
+    """socket_id (4) + port (2) + text (rest): TCP_CONNECT, TCP_LISTEN, UDP_BIND."""
+
+    def parse(p: bytes) -> Request | None:
+        if len(p) < 6:
+            return None
+        sid, port = _U32_U16.unpack_from(p)
+        return make(sid, port, _text(p[6:]))
+
+    return parse
 
 
 def _tcp_send(p: bytes) -> Request | None:
@@ -245,33 +262,11 @@ def _tcp_send(p: bytes) -> Request | None:
     return TcpSend(_U32.unpack_from(p)[0], p[4:])
 
 
-def _tcp_close(p: bytes) -> Request | None:
-    return TcpClose(_U32.unpack_from(p)[0]) if len(p) >= 4 else None
-
-
 def _tcp_secure(p: bytes) -> Request | None:
     if len(p) < 5:
         return None
     sid, flags = _U32_U8.unpack_from(p)
     return TcpSecure(sid, bool(flags & 1), _text(p[5:]))
-
-
-def _tcp_listen(p: bytes) -> Request | None:
-    if len(p) < 6:
-        return None
-    sid, port = _U32_U16.unpack_from(p)
-    return TcpListen(sid, port, _text(p[6:]))
-
-
-def _tcp_stop_listen(p: bytes) -> Request | None:
-    return TcpStopListen(_U32.unpack_from(p)[0]) if len(p) >= 4 else None
-
-
-def _udp_bind(p: bytes) -> Request | None:
-    if len(p) < 6:
-        return None
-    sid, port = _U32_U16.unpack_from(p)
-    return UdpBind(sid, port, _text(p[6:]))
 
 
 def _udp_send(p: bytes) -> Request | None:
@@ -283,30 +278,27 @@ def _udp_send(p: bytes) -> Request | None:
     return UdpSend(sid, port, _text(p[8 : 8 + length]), p[8 + length :])
 
 
-def _udp_close(p: bytes) -> Request | None:
-    return UdpClose(_U32.unpack_from(p)[0]) if len(p) >= 4 else None
+def _multicast(join: bool) -> Parser:
+    """socket_id (4) + group (rest): UDP_JOIN_MULTICAST, UDP_LEAVE_MULTICAST."""
+
+    def parse(p: bytes) -> Request | None:
+        return UdpMulticast(_U32.unpack_from(p)[0], _text(p[4:]), join) if len(p) >= 4 else None
+
+    return parse
 
 
-def _udp_join(p: bytes) -> Request | None:
-    return UdpMulticast(_U32.unpack_from(p)[0], _text(p[4:]), True) if len(p) >= 4 else None
-
-
-def _udp_leave(p: bytes) -> Request | None:
-    return UdpMulticast(_U32.unpack_from(p)[0], _text(p[4:]), False) if len(p) >= 4 else None
-
-
-_PARSERS: dict[int, Callable[[bytes], Request | None]] = {
-    Op.TCP_CONNECT: _tcp_connect,
+_PARSERS: dict[int, Parser] = {
+    Op.TCP_CONNECT: _id_port_text(TcpConnect),
     Op.TCP_SEND: _tcp_send,
-    Op.TCP_CLOSE: _tcp_close,
+    Op.TCP_CLOSE: _id_only(TcpClose),
     Op.TCP_SECURE: _tcp_secure,
-    Op.TCP_LISTEN: _tcp_listen,
-    Op.TCP_STOP_LISTEN: _tcp_stop_listen,
-    Op.UDP_BIND: _udp_bind,
+    Op.TCP_LISTEN: _id_port_text(TcpListen),
+    Op.TCP_STOP_LISTEN: _id_only(TcpStopListen),
+    Op.UDP_BIND: _id_port_text(UdpBind),
     Op.UDP_SEND: _udp_send,
-    Op.UDP_CLOSE: _udp_close,
-    Op.UDP_JOIN_MULTICAST: _udp_join,
-    Op.UDP_LEAVE_MULTICAST: _udp_leave,
+    Op.UDP_CLOSE: _id_only(UdpClose),
+    Op.UDP_JOIN_MULTICAST: _multicast(True),
+    Op.UDP_LEAVE_MULTICAST: _multicast(False),
 }
 
 
@@ -350,13 +342,17 @@ def encode_tcp_secured(request_id: int, socket_id: int, ok: bool) -> bytes:
     return encode(Op.TCP_SECURED, request_id, _U32_U8.pack(socket_id, 0 if ok else 1))
 
 
-def encode_tcp_listen_result(request_id: int, server_id: int, port: int | None) -> bytes:
-    """``port`` is the bound port on success, ``None`` on failure."""
+def _bind_result(opcode: int, request_id: int, socket_id: int, port: int | None) -> bytes:
+    """id + status + bound port + errno; ``port`` is ``None`` on failure (§6.7, §6.8)."""
     if port is None:
-        payload = _U32_U8_U16_U32.pack(server_id, 1, 0, 1)
+        payload = _U32_U8_U16_U32.pack(socket_id, 1, 0, 1)
     else:
-        payload = _U32_U8_U16_U32.pack(server_id, 0, port, 0)
-    return encode(Op.TCP_LISTEN_RESULT, request_id, payload)
+        payload = _U32_U8_U16_U32.pack(socket_id, 0, port, 0)
+    return encode(opcode, request_id, payload)
+
+
+def encode_tcp_listen_result(request_id: int, server_id: int, port: int | None) -> bytes:
+    return _bind_result(Op.TCP_LISTEN_RESULT, request_id, server_id, port)
 
 
 def encode_tcp_accept(server_id: int, socket_id: int, port: int, ip: str) -> bytes:
@@ -364,11 +360,7 @@ def encode_tcp_accept(server_id: int, socket_id: int, port: int, ip: str) -> byt
 
 
 def encode_udp_bound(request_id: int, socket_id: int, port: int | None) -> bytes:
-    if port is None:
-        payload = _U32_U8_U16_U32.pack(socket_id, 1, 0, 1)
-    else:
-        payload = _U32_U8_U16_U32.pack(socket_id, 0, port, 0)
-    return encode(Op.UDP_BOUND, request_id, payload)
+    return _bind_result(Op.UDP_BOUND, request_id, socket_id, port)
 
 
 def encode_udp_recv(socket_id: int, port: int, ip: str, data: bytes) -> bytes:
