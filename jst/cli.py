@@ -9,7 +9,7 @@ USAGE = """usage: jst <command> [args...]
 
 commands:
   io-daemon      loopback HTTP + WebSocket server (same as jst-io-daemon)
-  native-host    Chrome Native Messaging host (same as jst-native-host; not implemented yet)
+  native-host    Chrome Native Messaging host (same as jst-native-host)
   link-handler   magnet:/.torrent handler (same as jst-link-handler; not implemented yet)
 """
 
@@ -20,7 +20,9 @@ def _not_implemented(name: str) -> int:
 
 
 def native_host_main() -> int:
-    return _not_implemented("jst-native-host")
+    from jst.host.cli import main as host_main
+
+    return host_main()
 
 
 def link_handler_main() -> int:
@@ -43,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return daemon_main(rest, prog="jst io-daemon")
     if command == "native-host":
-        return native_host_main()
+        from jst.host.cli import main as host_main
+
+        return host_main(rest)
     if command == "link-handler":
         return link_handler_main()
     print(f"jst: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")

@@ -261,6 +261,11 @@ def test_umbrella_command_runs_the_daemon(daemon_env: DaemonEnv) -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith(b"jst io-daemon ")
-    stub = subprocess.run([jst, "native-host"], capture_output=True, timeout=20, check=False)
+    host = subprocess.run(
+        [jst, "native-host", "--version"], capture_output=True, timeout=20, check=False
+    )
+    assert host.returncode == 0
+    assert host.stdout.startswith(b"jst-native-host ")
+    stub = subprocess.run([jst, "link-handler"], capture_output=True, timeout=20, check=False)
     assert stub.returncode == 2
     assert b"not implemented yet" in stub.stderr

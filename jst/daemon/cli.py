@@ -60,6 +60,12 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
     )
     p.add_argument("--parent-pid", type=_unsigned(32), help="exit when this process exits")
     p.add_argument("--install-id", required=True, help="selects the profile in rpc-info.json")
+    p.add_argument(
+        "--host-control",
+        metavar="ADDRESS",
+        help="the native-host's control channel (unix:PATH or tcp:127.0.0.1:PORT); "
+        "set by jst-native-host, see jst/control.py",
+    )
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -123,7 +129,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
             file=sys.stderr,
         )
         return 1
-    announce_port(listener.getsockname()[1])
+    port = listener.getsockname()[1]
+    announce_port(port)
 
     from jst import config, logs
     from jst.daemon.http import CorsPolicy
@@ -134,7 +141,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
     log.info(
         "jst-io-daemon %s listening on 127.0.0.1:%d (pid %d)",
         __version__,
-        listener.getsockname()[1],
+        port,
         os.getpid(),
     )
     state = DaemonState(
@@ -147,7 +154,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
         state.load_config()
     except ConfigLoadError as exc:
         log.warning("starting without download roots: %s", exc)
-    return run(state, listener.detach(), args.parent_pid, early_signals)
+    return run(state, listener.detach(), port, args.parent_pid, args.host_control, early_signals)
 
 
 if __name__ == "__main__":

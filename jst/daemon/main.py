@@ -7,6 +7,9 @@
         │                             sessions); returns after the graceful stop
         ├── watch_parent ............ only with --parent-pid: parent gone -> Shutdown(0),
         │                             liveness uncheckable -> Shutdown(1)
+        ├── host_link ............... only with --host-control: the native-host's control
+        │                             channel (config pushes); closed -> Shutdown(0),
+        │                             unreachable -> Shutdown(1)
         └── watch_signals ........... SIGINT / SIGTERM -> Shutdown(0)
     (POST /control/shutdown -> Shutdown(0), after its 200 has been sent)
 
@@ -48,12 +51,14 @@ class Shutdown:
     def __init__(self) -> None:
         self.event = trio.Event()
         self.exit_code = 0
+        self.reason: list[str] = []  # filled once, read by host_link
 
     def request(self, exit_code: int = 0, reason: str = "") -> None:
         if self.event.is_set():
             return
         log.info("shutting down (%s)", reason or "requested")
         self.exit_code = exit_code
+        self.reason.append(reason or "requested")
         self.event.set()
         timer = threading.Timer(HARD_LIMIT_SECONDS, os._exit, (exit_code,))
         timer.daemon = True
@@ -90,8 +95,25 @@ async def watch_signals(shutdown: Shutdown, early_signals: list[int]) -> None:
             shutdown.request(0, signal.Signals(signum).name)
 
 
+async def host_link(address: str, state: DaemonState, port: int, shutdown: Shutdown) -> None:
+    from jst.daemon.hostlink import HostLinkLost, run_host_link
+
+    try:
+        await run_host_link(address, state, port, shutdown.event, shutdown.reason)
+    except HostLinkLost as exc:
+        log.error("%s", exc)
+        shutdown.request(1, "host control channel unreachable")
+        return
+    shutdown.request(0, "host control channel closed")
+
+
 def run(
-    state: DaemonState, listen_fd: int, parent_pid: int | None, early_signals: list[int]
+    state: DaemonState,
+    listen_fd: int,
+    port: int,
+    parent_pid: int | None,
+    host_control: str | None,
+    early_signals: list[int],
 ) -> int:
     """Serve until shut down; returns the process exit status."""
     shutdown = Shutdown()
@@ -101,6 +123,8 @@ def run(
             nursery.start_soon(watch_signals, shutdown, early_signals)
             if parent_pid is not None:
                 nursery.start_soon(watch_parent, parent_pid, shutdown)
+            if host_control is not None:
+                nursery.start_soon(host_link, host_control, state, port, shutdown)
             await http_server(state, listen_fd, shutdown)
             nursery.cancel_scope.cancel()
 

@@ -1,0 +1,170 @@
+"""The host↔io-daemon control channel, sans-I/O.
+
+Transport: one stream connection per daemon process, made by the daemon to the address
+the host gave it in ``--host-control`` (a Unix socket in a 0700 directory the host owns;
+on Windows a loopback TCP port, where the ``auth`` field below is what keeps others out).
+
+Framing: one JSON object per line (UTF-8, ``\\n``-terminated), at most ``MAX_LINE`` bytes.
+Every message carries ``"v"``, the protocol version; a peer that receives a version it
+does not speak sends ``error`` and closes. The version is 1.
+
+Messages::
+
+    daemon → host  {"v":1,"type":"ready","pid":<int>,"port":<int>,"auth":"<daemon token>"}
+                   first message, once the daemon listens; ``auth`` proves it is the
+                   child the host started (the token only ever travelled in its env)
+    host → daemon  {"v":1,"type":"config","seq":<int>,"extension_id":<str|null>,
+                    "roots":[{"key":"…","path":"…"},…]}
+                   replaces the daemon's roots and extension id (what
+                   POST /api/read-rpc-info-from-disk does for other clients)
+    daemon → host  {"v":1,"type":"applied","seq":<int>}
+                   ``config`` number ``seq`` is in effect
+    daemon → host  {"v":1,"type":"stopping","reason":"…"}
+                   the daemon is exiting on purpose (POST /control/shutdown, a signal);
+                   the host does not restart it
+    either         {"v":1,"type":"error","message":"…"}   then the sender closes
+
+Either side closing the connection means the other is gone: the daemon exits at once
+(its parent is gone or has dropped it), the host treats the daemon as crashed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+VERSION = 1
+# Generous: a config message with thousands of roots is well under this.
+MAX_LINE = 4 * 1024 * 1024
+
+
+class ControlError(Exception):
+    """The peer sent something this protocol does not allow; the connection must close."""
+
+
+@attrs.frozen
+class Ready:
+    pid: int
+    port: int
+    auth: str
+
+
+@attrs.frozen
+class Config:
+    seq: int
+    extension_id: str | None
+    roots: dict[str, str]  # key -> path
+
+
+@attrs.frozen
+class Applied:
+    seq: int
+
+
+@attrs.frozen
+class Stopping:
+    reason: str
+
+
+@attrs.frozen
+class Error:
+    message: str
+
+
+Message = Ready | Config | Applied | Stopping | Error
+
+
+def encode(message: Message) -> bytes:
+    body: dict[str, Any] = {"v": VERSION}
+    match message:
+        case Ready(pid, port, auth):
+            body.update(type="ready", pid=pid, port=port, auth=auth)
+        case Config(seq, extension_id, roots):
+            body.update(
+                type="config",
+                seq=seq,
+                extension_id=extension_id,
+                roots=[{"key": k, "path": p} for k, p in roots.items()],
+            )
+        case Applied(seq):
+            body.update(type="applied", seq=seq)
+        case Stopping(reason):
+            body.update(type="stopping", reason=reason)
+        case Error(text):
+            body.update(type="error", message=text)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _int(obj: dict[str, Any], name: str) -> int:
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ControlError(f"'{name}' must be a non-negative integer")
+    return value
+
+
+def _str(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str):
+        raise ControlError(f"'{name}' must be a string")
+    return value
+
+
+def _roots(value: Any) -> dict[str, str]:
+    if not isinstance(value, list):
+        raise ControlError("'roots' must be an array")
+    roots: dict[str, str] = {}
+    for item in value:
+        if not isinstance(item, dict):
+            raise ControlError("each root must be an object")
+        roots[_str(item, "key")] = _str(item, "path")
+    return roots
+
+
+def decode(line: bytes) -> Message:
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ControlError(f"not a JSON line: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ControlError("a message must be a JSON object")
+    if obj.get("v") != VERSION:
+        raise ControlError(f"unsupported protocol version {obj.get('v')!r} (we speak {VERSION})")
+    match obj.get("type"):
+        case "ready":
+            return Ready(_int(obj, "pid"), _int(obj, "port"), _str(obj, "auth"))
+        case "config":
+            ext = obj.get("extension_id")
+            if ext is not None and not isinstance(ext, str):
+                raise ControlError("'extension_id' must be a string or null")
+            return Config(_int(obj, "seq"), ext, _roots(obj.get("roots")))
+        case "applied":
+            return Applied(_int(obj, "seq"))
+        case "stopping":
+            return Stopping(_str(obj, "reason"))
+        case "error":
+            return Error(_str(obj, "message"))
+        case other:
+            raise ControlError(f"unknown message type {other!r}")
+
+
+class LineDecoder:
+    """Split received bytes into messages."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._buffer = bytearray()
+        self._max_line = max_line
+
+    def receive_data(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_message(self) -> Message | None:
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            if len(self._buffer) > self._max_line:
+                raise ControlError(f"a line longer than {self._max_line} bytes")
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return decode(line)

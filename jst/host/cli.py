@@ -1,0 +1,55 @@
+"""``jst-native-host``: what Chrome runs for ``connectNative("com.jstorrent.native")``.
+
+Chrome passes the caller's origin (``chrome-extension://<id>/``) and, on Windows,
+``--parent-window=<n>``; every argument is accepted and only the origin is used (§2.8).
+``--version`` and ``--help`` alone on the command line are answered for humans; they
+never come from a browser.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from jst import __version__
+
+LOG_FILE_NAME = "jst-native-host.log"
+USAGE = """usage: jst-native-host [chrome-extension://<id>/] [--parent-window=<n>]
+
+The JSTorrent Native Messaging host. Browsers start it; it speaks length-prefixed JSON
+on stdin/stdout and is not meant to be run by hand (try `jst doctor`).
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["-V"]):
+        print(f"jst-native-host {__version__}")
+        return 0
+    if args in (["--help"], ["-h"]):
+        print(USAGE, end="")
+        return 0
+
+    from jst.host import stdio
+
+    in_fd, out_fd = stdio.take_stdio()
+
+    import trio
+
+    from jst import config, logs
+    from jst.host.main import Host
+    from jst.host.store import RpcInfoStore
+
+    logs.setup("native-host", config.app_dir() / LOG_FILE_NAME)
+    host = Host(
+        in_stream=stdio.receive_stream(in_fd),
+        out_stream=stdio.send_stream(out_fd),
+        store=RpcInfoStore(config.rpc_info_path()),
+        argv=args,
+    )
+    trio.run(host.run)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Where the host listens for its daemon's control connection (per platform).
+
+Unix: a socket named ``control`` in a fresh directory created 0700 by ``mkdtemp``
+(under ``$XDG_RUNTIME_DIR`` when set, else the temp dir), so no other user can connect
+or even see it. The directory is removed when the host exits normally; after a SIGKILL
+it is an empty-ish leftover in a temp directory, cleaned by the next host (see
+``remove_stale_dirs``).
+
+Windows: Python's ``socket`` has no AF_UNIX there, and a named pipe server needs raw
+overlapped-I/O calls that trio does not wrap. The host listens on a loopback TCP port
+instead; anyone local could connect, so a connection only counts once its first message
+carries the daemon token (``control.Ready.auth``), which only the child's environment
+ever held. Not exercised by CI (Linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import trio
+
+DIR_PREFIX = "jst-host-"
+# sun_path is 108 bytes on Linux, 104 on macOS; stay under both.
+MAX_UNIX_PATH = 100
+
+
+class ControlListener:
+    def __init__(self, listener: trio.SocketListener, address: str, directory: Path | None):
+        self.listener = listener
+        self.address = address
+        self.directory = directory
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _base_dir() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isdir(runtime):
+        return runtime
+    return tempfile.gettempdir()
+
+
+def remove_stale_dirs(base: str) -> None:
+    """Remove control directories of hosts that died without cleaning up (SIGKILL)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(base):
+            if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            pid_text = entry.name[len(DIR_PREFIX) :].split("-", 1)[0]
+            if pid_text.isdigit() and not psutil.pid_exists(int(pid_text)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+async def open_control_listener() -> ControlListener:
+    if sys.platform == "win32":
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        await sock.bind(("127.0.0.1", 0))
+        sock.listen(4)
+        port = sock.getsockname()[1]
+        return ControlListener(trio.SocketListener(sock), f"tcp:127.0.0.1:{port}", None)
+    base = _base_dir()
+    if len(base) > MAX_UNIX_PATH - 40:
+        base = "/tmp"  # noqa: S108 (a 0700 mkdtemp directory inside it)
+    remove_stale_dirs(base)
+    directory = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base))
+    path = directory / "control"
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(path))
+        sock.listen(4)
+    except OSError:
+        sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return ControlListener(trio.SocketListener(sock), f"unix:{path}", directory)

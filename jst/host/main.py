@@ -1,0 +1,331 @@
+"""jst-native-host's nursery tree and request handlers: the whole process in one place.
+
+    trio.run(Host.run)
+    └── root nursery ............ cancelled when the browser side ends (stdin EOF or a
+        │                         read error, an oversized frame, stdout broken) or on
+        │                         SIGINT/SIGTERM; that ends every task below
+        ├── read_stdin .......... the only reader of stdin (§9.1): frames -> one task
+        │                         per request
+        ├── write_stdout ........ the only writer of stdout: whole frames from the
+        │                         outbox channel, so responses and events never interleave
+        ├── release_events ...... link-handler events -> outbox, when the gate is open
+        ├── end_grace ........... opens the event gate 1 s after startup at the latest
+        ├── linkrpc.serve ....... §4.3 HTTP on 127.0.0.1 for link-handlers -> events
+        ├── watch_signals
+        ├── <request> ........... one per request (§9.3): a folder dialog or an opener
+        │                         never blocks other requests or events
+        ├── <opener reaper> ..... an xdg-open that outlives its request (desktop.py)
+        └── Supervisor._supervise  started by the first handshake: the io-daemon child,
+                                  restarted on crash; on cancel it closes the control
+                                  channel, then SIGTERM, then SIGKILL (supervisor.py)
+
+Event ordering (§2.5, §9.2): the extension drops events that arrive before its first
+DaemonInfo, while clients that never handshake expect an event as the first frame. So
+events wait while a handshake is in progress and during a 1 s grace period after start
+(ended early by the first handshake's response); then they flow in arrival order.
+
+rpc-info.json updates are serialised by ``_update_lock`` so each request's
+read-merge-write and daemon push happen as one step (the file lock in ``store.py``
+covers other processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from jst import __version__
+from jst.host import desktop, linkrpc, messages, nm
+from jst.host.browser import detect_browser, extension_id_from_argv
+from jst.host.control_server import open_control_listener
+from jst.host.profiles import HostRecord
+from jst.host.roots import (
+    ContainmentError,
+    build_root,
+    contained_target,
+    initial_directory,
+    root_json,
+)
+from jst.host.store import RpcInfoStore, StoreError
+from jst.host.supervisor import DaemonUnavailable, Supervisor
+from jst.rpcinfo import Browser, DownloadRoot
+
+log = logging.getLogger("jst.host")
+
+STARTUP_GRACE = 1.0  # §9.2
+EVENT_QUEUE = 32  # the original's capacity (§2.5); link-handlers wait when it is full
+OUTBOX = 64
+HOST_VERSION = __version__
+
+
+class EventGate:
+    """Open when no one holds it; ``wait_open`` blocks while any hold is outstanding."""
+
+    def __init__(self, holds: int = 0) -> None:
+        self._holds = holds
+        self._opened = trio.Event()
+        if holds == 0:
+            self._opened.set()
+
+    def hold(self) -> None:
+        self._holds += 1
+        if self._opened.is_set():
+            self._opened = trio.Event()
+
+    def release(self) -> None:
+        self._holds -= 1
+        if self._holds == 0:
+            self._opened.set()
+
+    async def wait_open(self) -> None:
+        while self._holds:
+            await self._opened.wait()
+
+
+@attrs.define(eq=False)
+class Host:
+    in_stream: trio.abc.ReceiveStream
+    out_stream: trio.abc.SendStream
+    store: RpcInfoStore
+    argv: Sequence[str]
+    record: HostRecord = attrs.field(init=False)
+    roots: list[DownloadRoot] = attrs.field(factory=list)
+    gate: EventGate = attrs.field(factory=lambda: EventGate(holds=1))
+    _startup_hold: bool = True
+    _update_lock: trio.Lock = attrs.field(factory=trio.Lock)
+    _handshake_lock: trio.Lock = attrs.field(factory=trio.Lock)
+    _nursery: trio.Nursery = attrs.field(init=False)
+    _supervisor: Supervisor = attrs.field(init=False)
+    _outbox: trio.MemorySendChannel[bytes] = attrs.field(init=False)
+
+    async def run(self) -> None:
+        outbox_tx, outbox_rx = trio.open_memory_channel[bytes](OUTBOX)
+        events_tx, events_rx = trio.open_memory_channel[dict[str, Any]](EVENT_QUEUE)
+        self._outbox = outbox_tx
+        control = await open_control_listener()
+        rpc_listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._supervisor = Supervisor(nursery, control)
+                self.record = self._initial_record(rpc_listeners[0].socket.getsockname()[1])
+                nursery.start_soon(self._write_stdout, outbox_rx)
+                nursery.start_soon(self._watch_signals)
+                nursery.start_soon(
+                    linkrpc.serve, rpc_listeners, self.record.token, HOST_VERSION, events_tx.send
+                )
+                nursery.start_soon(self._release_events, events_rx)
+                nursery.start_soon(self._end_grace)
+                await self._write_startup_record()
+                nursery.start_soon(self._read_stdin)
+        finally:
+            with trio.CancelScope(shield=True):
+                await control.aclose()
+        log.info("native host exiting")
+
+    def _initial_record(self, rpc_port: int) -> HostRecord:
+        name, binary = detect_browser()
+        extension_id = extension_id_from_argv(self.argv)
+        log.info(
+            "native host %s pid %d: browser %s (%s), extension %s, link-handler port %d",
+            HOST_VERSION, os.getpid(), name, binary or "-", extension_id, rpc_port,
+        )  # fmt: skip
+        return HostRecord(
+            pid=os.getpid(),
+            port=rpc_port,
+            token=str(uuid.uuid4()),
+            started=int(time.time()),
+            browser=Browser(name=name, binary=binary, extension_id=extension_id),
+        )
+
+    async def _write_startup_record(self) -> None:
+        # §2.8 step 4: a temporary pid-keyed entry so link-handlers can find us at once.
+        try:
+            self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
+        except StoreError as exc:
+            log.error("startup write of rpc-info.json failed: %s", exc)
+
+    # -- stdio ---------------------------------------------------------------------------
+
+    def stop(self, why: str) -> None:
+        log.info("stopping: %s", why)
+        self._nursery.cancel_scope.cancel()
+
+    async def _read_stdin(self) -> None:
+        decoder = nm.FrameDecoder()
+        try:
+            while True:
+                data = await self.in_stream.receive_some(65536)
+                if not data:
+                    decoder.end_of_input()
+                    return self.stop("stdin closed")
+                decoder.receive_data(bytes(data))
+                while (body := decoder.next_frame()) is not None:
+                    self._dispatch(body)
+        except nm.RemoteFramingError as exc:
+            self.stop(f"native messaging stream broken: {exc}")
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.stop(f"cannot read stdin: {exc}")
+
+    async def _write_stdout(self, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
+        try:
+            async for frame in outbox:
+                await self.out_stream.send_all(frame)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.stop(f"cannot write stdout: {exc}")
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        try:
+            frame = nm.encode_frame(message)
+        except nm.OutboundTooLarge as exc:
+            log.error("not sending a frame Chrome would refuse: %s", exc)
+            if "id" not in message:
+                return
+            frame = nm.encode_frame(messages.failure(message["id"], str(exc)))
+        await self._outbox.send(frame)
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                self.stop(signal.Signals(signum).name)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _release_events(self, events: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        async for event in events:
+            await self.gate.wait_open()
+            await self._send(event)
+
+    def _end_startup_hold(self) -> None:
+        if self._startup_hold:
+            self._startup_hold = False
+            self.gate.release()
+
+    async def _end_grace(self) -> None:
+        await trio.sleep(STARTUP_GRACE)
+        self._end_startup_hold()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _dispatch(self, body: bytes) -> None:
+        request = messages.parse_request(body)
+        match request:
+            case messages.Rejected(None, reason):
+                log.warning("ignoring a request without a string id: %s", reason)
+            case messages.Rejected(str() as request_id, reason):
+                log.warning("rejecting request %s: %s", request_id, reason)
+                self._nursery.start_soon(self._send, messages.failure(request_id, reason))
+            case messages.Handshake():
+                # Held from here, not from the task's start, so no event can slip out
+                # between the frame's arrival and the response.
+                self.gate.hold()
+                self._nursery.start_soon(self._handshake, request)
+            case messages.PickDownloadDirectory():
+                self._nursery.start_soon(self._answer, request, self._pick_response)
+            case messages.DeleteDownloadRoot():
+                self._nursery.start_soon(self._answer, request, self._delete_response)
+            case messages.OpenPath():
+                self._nursery.start_soon(self._answer, request, self._open_response)
+
+    async def _answer(self, req: Any, respond: Callable[[Any], Awaitable[dict[str, Any]]]) -> None:
+        """Run one request to its one response; our own bug is an error reply, not a crash."""
+        try:
+            response = await respond(req)
+        except Exception as exc:
+            log.exception("internal error handling %s", req)
+            response = messages.failure(req.id, f"Internal error: {exc}")
+        await self._send(response)
+
+    async def _handshake(self, req: messages.Handshake) -> None:
+        try:
+            async with self._handshake_lock:
+                await self._answer(req, self._handshake_response)
+        finally:
+            self._end_startup_hold()
+            self.gate.release()
+
+    async def _handshake_response(self, req: messages.Handshake) -> dict[str, Any]:
+        async with self._update_lock:
+            self.record.browser.extension_id = req.extension_id
+            self.record.install_id = req.install_id
+            try:
+                self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
+            except StoreError as exc:
+                log.error("handshake: %s", exc)
+                return messages.failure(req.id, "Failed to update extension ID or install ID")
+            self._supervisor.extension_id = req.extension_id
+            self._supervisor.roots = {r.key: r.path for r in self.roots}
+        try:
+            port, token = await self._supervisor.ensure_running(req.install_id)
+        except DaemonUnavailable as exc:
+            log.error("handshake: %s", exc)
+            return messages.failure(req.id, str(exc))
+        roots = [root_json(r) for r in self.roots]
+        return messages.daemon_info(req.id, port, token, HOST_VERSION, roots)
+
+    async def _save_roots(self, roots: list[DownloadRoot]) -> None:
+        """Write this profile's roots (explicit overwrite) and push them to the daemon.
+
+        The caller holds ``_update_lock``.
+        """
+        self.record.roots = roots
+        try:
+            self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
+        finally:
+            self.record.roots = None
+        await self._supervisor.update_config(
+            self.record.extension_id, {r.key: r.path for r in self.roots}
+        )
+
+    async def _pick_response(self, req: messages.PickDownloadDirectory) -> dict[str, Any]:
+        try:
+            chosen = await desktop.pick_folder(initial_directory(self.roots))
+        except desktop.DesktopError as exc:
+            log.error("folder dialog: %s", exc)
+            return messages.failure(req.id, str(exc))
+        if chosen is None:
+            return messages.failure(req.id, "User cancelled folder selection")
+        root = build_root(chosen)
+        async with self._update_lock:
+            roots = list(self.roots)
+            if not any(r.path == root.path for r in roots):
+                roots.append(root)
+            try:
+                await self._save_roots(roots)
+            except StoreError as exc:
+                log.error("pickDownloadDirectory: %s", exc)
+                return messages.failure(req.id, f"Failed to save download root: {exc}")
+        log.info("download root added: %s (%s)", root.path, root.key)
+        return messages.root_added(req.id, root_json(root))
+
+    async def _delete_response(self, req: messages.DeleteDownloadRoot) -> dict[str, Any]:
+        async with self._update_lock:
+            remaining = [r for r in self.roots if r.key != req.key]
+            if len(remaining) == len(self.roots):
+                return messages.failure(req.id, f"Root not found: {req.key}")
+            try:
+                await self._save_roots(remaining)
+            except StoreError as exc:
+                log.error("deleteDownloadRoot: %s", exc)
+                return messages.failure(req.id, f"Failed to save download roots: {exc}")
+        log.info("download root removed: %s", req.key)
+        return messages.root_removed(req.id, req.key)
+
+    async def _open_response(self, req: messages.OpenPath) -> dict[str, Any]:
+        root = next((r for r in self.roots if r.key == req.root_key), None)
+        if root is None:
+            return messages.failure(req.id, f"Root not found: {req.root_key}")
+        try:
+            target = await trio.to_thread.run_sync(contained_target, root.path, req.path)
+            await desktop.open_path(target, req.reveal, self._nursery)
+        except (ContainmentError, desktop.DesktopError) as exc:
+            return messages.failure(req.id, str(exc))
+        return messages.success(req.id)

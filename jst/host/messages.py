@@ -1,0 +1,139 @@
+"""Requests, responses and events of the Native Messaging channel (§2.2–2.5), sans-I/O.
+
+``parse_request`` turns a frame body into one of the request classes or a ``Rejected``;
+the response and event builders return plain dicts whose key order is the original's
+(``id``, ``ok``, ``error``, ``type``, ``payload``), ready for ``nm.encode_frame``.
+
+The original silently ignored a malformed request (§2.2), leaving the extension to time
+out. When the request's ``id`` can be recovered we answer ``ok:false`` with the reason
+instead (§9.29); without a string ``id`` there is no one to answer and the frame is only
+logged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+HANDSHAKE = "handshake"
+PICK = "pickDownloadDirectory"
+DELETE_ROOT = "deleteDownloadRoot"
+OPEN_FILE = "openFile"
+REVEAL = "revealInFolder"
+
+
+@attrs.frozen
+class Handshake:
+    id: str
+    extension_id: str
+    install_id: str
+
+
+@attrs.frozen
+class PickDownloadDirectory:
+    id: str
+
+
+@attrs.frozen
+class DeleteDownloadRoot:
+    id: str
+    key: str
+
+
+@attrs.frozen
+class OpenPath:
+    """``openFile`` (``reveal`` false) or ``revealInFolder`` (``reveal`` true)."""
+
+    id: str
+    root_key: str
+    path: str
+    reveal: bool
+
+
+@attrs.frozen
+class Rejected:
+    """A frame that is not a valid request. ``id`` is ``None`` when none could be read."""
+
+    id: str | None
+    reason: str
+
+
+Request = Handshake | PickDownloadDirectory | DeleteDownloadRoot | OpenPath
+
+
+def _field(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"Missing or invalid field '{name}' (a string is required)")
+    return value
+
+
+def parse_request(body: bytes) -> Request | Rejected:
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Rejected(None, f"not valid UTF-8 JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Rejected(None, "a request must be a JSON object")
+    request_id = obj.get("id")
+    if not isinstance(request_id, str):
+        return Rejected(None, "the request has no string 'id'")
+    op = obj.get("op")
+    try:
+        match op:
+            case "handshake":
+                return Handshake(request_id, _field(obj, "extensionId"), _field(obj, "installId"))
+            case "pickDownloadDirectory":
+                return PickDownloadDirectory(request_id)
+            case "deleteDownloadRoot":
+                return DeleteDownloadRoot(request_id, _field(obj, "key"))
+            case "openFile" | "revealInFolder":
+                return OpenPath(
+                    request_id, _field(obj, "rootKey"), _field(obj, "path"), op == REVEAL
+                )
+            case str():
+                return Rejected(request_id, f"Unknown operation: {op}")
+            case _:
+                return Rejected(request_id, "Missing or invalid field 'op' (a string is required)")
+    except ValueError as exc:
+        return Rejected(request_id, str(exc))
+
+
+def success(request_id: str, kind: str = "Empty", payload: Any = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"id": request_id, "ok": True, "type": kind}
+    if kind != "Empty":
+        message["payload"] = payload
+    return message
+
+
+def failure(request_id: str, error: str) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": error, "type": "Empty"}
+
+
+def daemon_info(
+    request_id: str, port: int, token: str, version: str, roots: list[dict[str, Any]]
+) -> dict[str, Any]:
+    payload = {"port": port, "token": token, "version": version, "roots": roots}
+    return success(request_id, "DaemonInfo", payload)
+
+
+def root_added(request_id: str, root: dict[str, Any]) -> dict[str, Any]:
+    return success(request_id, "RootAdded", {"root": root})
+
+
+def root_removed(request_id: str, key: str) -> dict[str, Any]:
+    return success(request_id, "RootRemoved", {"key": key})
+
+
+def magnet_added(link: str) -> dict[str, Any]:
+    return {"event": "MagnetAdded", "payload": {"link": link}}
+
+
+def torrent_added(name: str, contents_base64: str) -> dict[str, Any]:
+    # ``infohash`` is always empty: the extension computes it (§2.5).
+    return {
+        "event": "TorrentAdded",
+        "payload": {"name": name, "infohash": "", "contentsBase64": contents_base64},
+    }

@@ -1,0 +1,402 @@
+"""jst-native-host as Chrome runs it: a real process over its stdio, a real daemon behind it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from jst_tests.hostproc import (
+    EXTENSION_ID,
+    HostEnv,
+    HostProcess,
+    gone_within,
+    http,
+    running_host,
+)
+
+
+@pytest.fixture
+def host_env(tmp_path: Path) -> HostEnv:
+    env = HostEnv(tmp_path)
+    env.setup()
+    return env
+
+
+@pytest.fixture
+def host(host_env: HostEnv) -> Iterator[HostProcess]:
+    with running_host(host_env) as h:
+        yield h
+
+
+def daemon_get(info: dict[str, Any], path: str, **headers: str) -> tuple[int, bytes]:
+    payload = info["payload"]
+    assert isinstance(payload, dict)
+    return http(payload["port"], path, headers={"X-JST-Auth": payload["token"], **headers})
+
+
+def pick(host: HostProcess, folder: Path) -> dict[str, Any]:
+    host.env.picker_answer.write_text(str(folder))
+    reply = host.request({"op": "pickDownloadDirectory"})
+    assert reply["ok"], reply
+    return reply
+
+
+# -- handshake and the daemon ---------------------------------------------------------------
+
+
+def test_handshake_returns_a_daemon_that_answers_with_that_token(host: HostProcess) -> None:
+    info = host.handshake()
+    payload = info["payload"]
+    assert list(info) == ["id", "ok", "type", "payload"]
+    assert list(payload) == ["port", "token", "version", "roots"]
+    assert len(payload["token"]) == 36
+    assert http(payload["port"], "/health")[0] == 200
+    assert http(payload["port"], "/stats")[0] == 401  # no token
+    assert daemon_get(info, "/stats")[0] == 200
+
+
+def test_repeated_handshake_returns_the_same_daemon(host: HostProcess) -> None:
+    first = host.handshake()
+    second = host.handshake()
+    assert first["payload"]["port"] == second["payload"]["port"]
+    assert first["payload"]["token"] == second["payload"]["token"]
+    host.daemon_pid()  # still exactly one daemon
+
+
+def test_daemon_token_is_not_on_its_command_line_and_stdin_is_not_chromes(
+    host: HostProcess,
+) -> None:
+    token = host.handshake()["payload"]["token"]
+    daemon = psutil.Process(host.daemon_pid())
+    assert token not in " ".join(daemon.cmdline())
+    assert os.readlink(f"/proc/{daemon.pid}/fd/0") == "/dev/null"
+
+
+def test_handshake_writes_the_profile_and_adopts_existing_roots(host_env: HostEnv) -> None:
+    folder = host_env.base / "Downloads"
+    folder.mkdir()
+    with running_host(host_env) as first:
+        first.handshake()
+        pick(first, folder)
+        first.close_stdin()
+        first.proc.wait(5)
+    with running_host(host_env) as second:
+        info = second.handshake()
+        roots = info["payload"]["roots"]
+        assert [r["path"] for r in roots] == [str(folder)]
+        assert daemon_get(info, f"/ops/stat?path=&root_key={roots[0]['key']}")[0] == 200
+    [profile] = host_env.profiles()
+    assert profile["install_id"] == host_env.install_id
+    assert profile["extension_id"] == EXTENSION_ID
+
+
+# -- roots ------------------------------------------------------------------------------------
+
+
+def test_picked_root_reaches_the_running_daemon(host: HostProcess) -> None:
+    info = host.handshake()
+    folder = host.env.base / "Films"
+    folder.mkdir()
+    reply = pick(host, folder)
+    root = reply["payload"]["root"]
+    assert reply["type"] == "RootAdded"
+    assert list(root) == [
+        "key",
+        "path",
+        "display_name",
+        "removable",
+        "last_stat_ok",
+        "last_checked",
+    ]
+    assert root["path"] == str(folder)
+    assert root["display_name"] == "Films"
+    status, _ = http(
+        info["payload"]["port"],
+        f"/write/{root['key']}",
+        method="POST",
+        body=b"hello",
+        headers={"X-JST-Auth": info["payload"]["token"], "X-Path-Base64": "YS50eHQ="},
+    )
+    assert status == 200
+    assert (folder / "a.txt").read_bytes() == b"hello"
+    [profile] = host.env.profiles()
+    assert [r["key"] for r in profile["download_roots"]] == [root["key"]]
+
+
+def test_picker_cancel_and_initial_directory(host: HostProcess) -> None:
+    host.handshake()
+    reply = host.request({"op": "pickDownloadDirectory"})
+    assert reply == {
+        "id": reply["id"],
+        "ok": False,
+        "error": "User cancelled folder selection",
+        "type": "Empty",
+    }
+    folder = host.env.base / "Music"
+    folder.mkdir()
+    pick(host, folder)
+    host.env.picker_answer.unlink()
+    host.request({"op": "pickDownloadDirectory"})
+    calls = (host.env.base / "picker.log").read_text().splitlines()
+    assert calls[0] == f"Select Download Directory|{Path.home()}"
+    assert calls[-1] == f"Select Download Directory|{folder}"
+
+
+def test_deleted_root_is_gone_from_daemon_and_file(host: HostProcess) -> None:
+    info = host.handshake()
+    folder = host.env.base / "Keep"
+    folder.mkdir()
+    key = pick(host, folder)["payload"]["root"]["key"]
+    assert daemon_get(info, f"/ops/stat?path=&root_key={key}")[0] == 200
+    reply = host.request({"op": "deleteDownloadRoot", "key": key})
+    assert reply == {"id": reply["id"], "ok": True, "type": "RootRemoved", "payload": {"key": key}}
+    assert daemon_get(info, f"/ops/stat?path=&root_key={key}")[0] == 403
+    assert host.env.profiles()[0]["download_roots"] == []
+    assert folder.is_dir()  # files on disk are untouched
+    again = host.request({"op": "deleteDownloadRoot", "key": key})
+    assert again["error"] == f"Root not found: {key}"
+
+
+# -- openFile / revealInFolder ----------------------------------------------------------------
+
+
+def test_open_file_and_reveal_run_the_opener(host: HostProcess) -> None:
+    host.handshake()
+    folder = host.env.base / "Root"
+    (folder / "Show").mkdir(parents=True)
+    (folder / "Show" / "ep1.mkv").write_bytes(b"x")
+    key = pick(host, folder)["payload"]["root"]["key"]
+    reply = host.request({"op": "openFile", "rootKey": key, "path": "Show/ep1.mkv"})
+    assert reply == {"id": reply["id"], "ok": True, "type": "Empty"}
+    reply = host.request({"op": "revealInFolder", "rootKey": key, "path": "Show/ep1.mkv"})
+    assert reply["ok"] is True
+    assert host.env.opener_log.read_text().splitlines() == [
+        str(folder / "Show" / "ep1.mkv"),
+        str(folder / "Show"),
+    ]
+
+
+def test_open_file_errors(host_env: HostEnv) -> None:
+    with running_host(host_env, FAKE_OPENER_STATUS="4") as host:
+        host.handshake()
+        folder = host_env.base / "Root"
+        folder.mkdir()
+        (folder / "f").write_bytes(b"")
+        key = pick(host, folder)["payload"]["root"]["key"]
+        missing = host.request({"op": "openFile", "rootKey": "0000000000000000", "path": "f"})
+        assert missing["error"] == "Root not found: 0000000000000000"
+        escape = host.request({"op": "openFile", "rootKey": key, "path": "../nothere/x"})
+        assert escape["error"] == f'Path escape detected in base: "{folder}/.."'
+        outside = host.request({"op": "openFile", "rootKey": key, "path": str(host_env.base)})
+        assert outside["error"] == f'Path escape detected: "{host_env.base}"'
+        failed = host.request({"op": "openFile", "rootKey": key, "path": "f"})
+        assert failed["error"] == "xdg-open failed (exit code Some(4)): no handler"
+
+
+# -- malformed input ----------------------------------------------------------------------------
+
+
+def test_malformed_requests_get_errors_when_an_id_is_known(host: HostProcess) -> None:
+    # Neither of these has a string id: nothing can be answered, and nothing is.
+    host.send_raw(struct.pack("<I", 9) + b"not json!")
+    body = b'{"id":7,"op":"handshake"}'
+    host.send_raw(struct.pack("<I", len(body)) + body)
+    reply = host.request({"op": "handshake", "installId": "x"})
+    assert reply["ok"] is False
+    assert "extensionId" in reply["error"]
+    reply = host.request({"op": "launchRockets"})
+    assert reply["error"] == "Unknown operation: launchRockets"
+    reply = host.request({"op": "deleteDownloadRoot", "key": 5})
+    assert reply["ok"] is False
+    assert host.handshake()["ok"]  # and the host still works
+
+
+def test_oversized_frame_ends_host_and_daemon(host: HostProcess) -> None:
+    host.handshake()
+    daemon = host.daemon_pid()
+    host.send_raw(struct.pack("<I", 10 * 1024 * 1024 + 1))
+    assert host.proc.wait(2) == 0
+    assert gone_within(daemon, 1.0)
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+def test_stdin_eof_ends_host_and_daemon_within_a_second(host: HostProcess) -> None:
+    host.handshake()
+    daemon = host.daemon_pid()
+    start = time.monotonic()
+    host.close_stdin()
+    assert host.proc.wait(2) == 0
+    assert gone_within(daemon, 1.0 - (time.monotonic() - start) + 0.2)
+    assert time.monotonic() - start < 1.2
+
+
+def test_eof_inside_a_frame_ends_the_host(host: HostProcess) -> None:
+    host.handshake()
+    daemon = host.daemon_pid()
+    host.send_raw(struct.pack("<I", 100) + b'{"id":')
+    host.close_stdin()
+    assert host.proc.wait(2) == 0
+    assert gone_within(daemon, 1.0)
+
+
+def test_sigkill_of_the_host_ends_the_daemon_within_a_second(host: HostProcess) -> None:
+    host.handshake()
+    daemon = host.daemon_pid()
+    host.proc.kill()
+    host.proc.wait()
+    assert gone_within(daemon, 1.0)
+
+
+def test_sigterm_ends_host_and_daemon(host: HostProcess) -> None:
+    host.handshake()
+    daemon = host.daemon_pid()
+    host.proc.send_signal(signal.SIGTERM)
+    assert host.proc.wait(2) == 0
+    assert gone_within(daemon, 0.5)
+
+
+def test_crashed_daemon_is_restarted_on_the_same_port(host: HostProcess) -> None:
+    info = host.handshake()
+    port, token = info["payload"]["port"], info["payload"]["token"]
+    first = host.daemon_pid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    status = 0
+    while time.monotonic() < deadline:
+        try:
+            status, _ = http(port, "/stats", headers={"X-JST-Auth": token}, timeout=1)
+        except OSError:
+            status = 0
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert status == 200, host.log()
+    assert host.daemon_pid() != first
+    again = host.handshake()
+    assert (again["payload"]["port"], again["payload"]["token"]) == (port, token)
+
+
+def test_daemon_crash_loop_makes_the_handshake_fail_with_a_reason(host_env: HostEnv) -> None:
+    crashing = host_env.bin_dir / "crashing-daemon"
+    crashing.write_text("#!/bin/sh\nexit 3\n")
+    crashing.chmod(0o755)
+    with running_host(host_env, JST_IO_DAEMON=str(crashing)) as host:
+        reply = host.request(
+            {"op": "handshake", "extensionId": EXTENSION_ID, "installId": "i"}, timeout=20
+        )
+        assert reply["ok"] is False
+        assert "Failed to start daemon" in reply["error"]
+        assert "status 3" in reply["error"]
+        assert (
+            host.request({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "i"})[
+                "error"
+            ]
+            == reply["error"]
+        )
+
+
+def test_missing_daemon_executable_fails_the_handshake(host_env: HostEnv) -> None:
+    with running_host(host_env, JST_IO_DAEMON=str(host_env.base / "nope")) as host:
+        reply = host.request({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "i"})
+        assert reply["ok"] is False
+        assert reply["error"].startswith("Failed to start daemon")
+
+
+# -- events and the link-handler endpoint -----------------------------------------------------
+
+
+def rpc_profile(env: HostEnv, pid: int) -> dict[str, object]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if env.rpc_info.exists():
+            for profile in env.profiles():
+                if profile["pid"] == pid:
+                    return profile
+        time.sleep(0.02)
+    raise AssertionError("the host never wrote its profile")
+
+
+def add_magnet(profile: dict[str, object], link: str) -> tuple[int, bytes]:
+    return http(
+        int(profile["port"]),  # type: ignore[call-overload]
+        f"/add-magnet?token={profile['token']}",
+        method="POST",
+        body=json.dumps({"magnet": link}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def test_event_without_handshake_is_the_first_frame(host: HostProcess) -> None:
+    profile = rpc_profile(host.env, host.pid)
+    link = "magnet:?xt=urn:btih:" + "ab" * 20 + "&dn=Test"
+    status, body = add_magnet(profile, link)
+    assert (status, json.loads(body)) == (
+        200,
+        {"status": "queued", "message": "Magnet link queued"},
+    )
+    assert host.recv() == {"event": "MagnetAdded", "payload": {"link": link}}
+
+
+def test_events_during_startup_wait_for_the_daemon_info(host: HostProcess) -> None:
+    profile = rpc_profile(host.env, host.pid)
+    host.send({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "e"})
+    assert add_magnet(profile, "magnet:?xt=1")[0] == 200
+    assert add_magnet(profile, "magnet:?xt=2")[0] == 200
+    assert host.recv()["type"] == "DaemonInfo"
+    assert host.recv()["payload"] == {"link": "magnet:?xt=1"}
+    assert host.recv()["payload"] == {"link": "magnet:?xt=2"}
+
+
+def test_torrent_event_and_link_endpoint_errors(host: HostProcess) -> None:
+    profile = rpc_profile(host.env, host.pid)
+    port, token = int(profile["port"]), profile["token"]  # type: ignore[call-overload]
+    as_json = {"Content-Type": "application/json"}
+    ok = json.dumps({"file_name": "a.torrent", "contents_base64": "ZDE6YWUx"}).encode()
+    assert http(port, f"/add-torrent?token={token}", "POST", ok, as_json)[0] == 200
+    assert host.recv() == {
+        "event": "TorrentAdded",
+        "payload": {"name": "a.torrent", "infohash": "", "contentsBase64": "ZDE6YWUx"},
+    }
+    assert (
+        http(port, f"/health?token={token}")[1]
+        == json.dumps(
+            {"status": "ok", "pid": host.pid, "version": __import__("jst").__version__},
+            separators=(",", ":"),
+        ).encode()
+    )
+    assert http(port, "/health?token=wrong") == (403, b"")
+    assert http(port, "/health")[0] == 400
+    assert http(port, "/add-magnet?token=wrong", "POST", b'{"magnet":"m"}', as_json)[0] == 403
+    assert http(port, f"/add-magnet?token={token}", "POST", b'{"magnet":"m"}')[0] == 415
+    assert http(port, f"/add-magnet?token={token}", "POST", b"{", as_json)[0] == 400
+    assert http(port, f"/add-magnet?token={token}", "POST", b'{"magnet":1}', as_json)[0] == 422
+    big = json.dumps({"file_name": "b", "contents_base64": "A" * 900_001}).encode()
+    assert http(port, f"/add-torrent?token={token}", "POST", big, as_json) == (413, b"")
+    assert http(port, f"/nothing?token={token}")[0] == 404
+    assert http(port, f"/add-magnet?token={token}")[0] == 405
+    assert host.no_frame_within(1.2)  # none of the refused requests produced an event
+
+
+# -- rpc-info.json -----------------------------------------------------------------------------
+
+
+def test_corrupt_rpc_info_is_kept_as_a_backup(host_env: HostEnv) -> None:
+    host_env.rpc_info.parent.mkdir(parents=True)
+    host_env.rpc_info.write_bytes(b'{"version":1,"profiles":[{"pid":')
+    with running_host(host_env) as host:
+        host.handshake()
+        backups = list(host_env.rpc_info.parent.glob("rpc-info.json.corrupt-*"))
+        assert [b.read_bytes() for b in backups] == [b'{"version":1,"profiles":[{"pid":']
+        assert [p["install_id"] for p in host_env.profiles()] == [host_env.install_id]
+    assert oct(host_env.rpc_info.stat().st_mode & 0o777) == "0o600"
