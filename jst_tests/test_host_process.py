@@ -6,7 +6,11 @@ import json
 import os
 import signal
 import struct
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import pytest
 
 from jst_tests.hostproc import (
     EXTENSION_ID,
+    ORIGIN,
     HostEnv,
     HostProcess,
     gone_within,
@@ -400,3 +405,136 @@ def test_corrupt_rpc_info_is_kept_as_a_backup(host_env: HostEnv) -> None:
         assert [b.read_bytes() for b in backups] == [b'{"version":1,"profiles":[{"pid":']
         assert [p["install_id"] for p in host_env.profiles()] == [host_env.install_id]
     assert oct(host_env.rpc_info.stat().st_mode & 0o777) == "0o600"
+
+
+# -- the rest of §2.8 / §3.4 --------------------------------------------------------------------
+
+
+def cors_origin(port: int, origin: str) -> str | None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health", headers={"Origin": origin}, method="GET"
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (loopback)
+        allowed: str | None = resp.headers.get("access-control-allow-origin")
+    return allowed
+
+
+def test_daemon_allows_the_extension_and_env_file_dev_origins(host_env: HostEnv) -> None:
+    app = host_env.rpc_info.parent
+    app.mkdir(parents=True)
+    (app / "jstorrent-native.env").write_text(
+        "# developer overrides\nDEV_ORIGINS = http://local.test:3001\n"
+    )
+    with running_host(host_env) as host:
+        port = host.handshake()["payload"]["port"]
+        assert cors_origin(port, f"chrome-extension://{EXTENSION_ID}") == (
+            f"chrome-extension://{EXTENSION_ID}"
+        )
+        assert cors_origin(port, "http://local.test:3001") == "http://local.test:3001"
+        assert cors_origin(port, "http://elsewhere.test") is None
+
+
+def test_stray_output_cannot_reach_the_frame_stream(host_env: HostEnv) -> None:
+    # A library that prints after startup must not corrupt the frames Chrome reads.
+    script = (
+        "import os, sys\n"
+        "from jst.host import cli, stdio\n"
+        "take = stdio.take_stdio\n"
+        "def noisy():\n"
+        "    fds = take()\n"
+        "    print('stray print'); sys.stdout.flush(); os.write(1, b'raw write to fd 1')\n"
+        "    return fds\n"
+        "stdio.take_stdio = noisy\n"
+        f"sys.exit(cli.main([{ORIGIN!r}]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=host_env.environ(),
+    )
+    try:
+        body = json.dumps({"op": "deleteDownloadRoot", "key": "k", "id": "1"}).encode()
+        out, err = proc.communicate(struct.pack("<I", len(body)) + body, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reply = b'{"id":"1","ok":false,"error":"Root not found: k","type":"Empty"}'
+    assert out == struct.pack("<I", len(reply)) + reply
+    assert b"stray print" in err
+    assert b"raw write to fd 1" in err
+
+
+def test_daemon_lifecycle_is_in_the_host_log(host: HostProcess) -> None:
+    host.handshake()
+    os.kill(host.daemon_pid(), signal.SIGKILL)
+    log_file = host.env.rpc_info.parent / "jst-native-host.log"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and log_file.read_text().count("-> RUNNING") < 2:
+        time.sleep(0.05)
+    lines = [line for line in log_file.read_text().splitlines() if "io-daemon " in line]
+    transitions = [line.split("io-daemon ", 1)[1].split(" (")[0] for line in lines if "->" in line]
+    assert transitions[:3] == [
+        "STOPPED -> STARTING",
+        "STARTING -> RUNNING",
+        "RUNNING -> STARTING",
+    ]
+    assert "STARTING -> RUNNING" in transitions[3:]
+
+
+@pytest.mark.slow
+def test_concurrent_hosts_picking_roots_lose_nothing(tmp_path: Path) -> None:
+    hosts_n, picks = 4, 5
+    env = HostEnv(tmp_path)
+    env.setup()
+    folders = [[tmp_path / f"h{h}" / f"r{p}" for p in range(picks)] for h in range(hosts_n)]
+    for folder in (f for row in folders for f in row):
+        folder.mkdir(parents=True)
+    answers = [tmp_path / f"answer-{h}" for h in range(hosts_n)]
+    pickers = []
+    for h in range(hosts_n):
+        picker = env.bin_dir / f"picker-{h}"
+        picker.write_text(f'#!/bin/sh\ncat "{answers[h]}"\n')
+        picker.chmod(0o755)
+        pickers.append(picker)
+    errors: list[BaseException] = []
+
+    def drive(h: int, host: HostProcess) -> None:
+        try:
+            host.handshake(install_id=f"install-{h}")
+            for folder in folders[h]:
+                answers[h].write_text(str(folder))
+                assert host.request({"op": "pickDownloadDirectory"})["ok"]
+        except BaseException as exc:
+            errors.append(exc)
+
+    hosts = [HostProcess(env, JST_FOLDER_PICKER=str(pickers[h])) for h in range(hosts_n)]
+    try:
+        threads = [threading.Thread(target=drive, args=(h, hosts[h])) for h in range(hosts_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+    finally:
+        for host in hosts:
+            host.cleanup()
+    by_install = {p["install_id"]: p for p in env.profiles()}
+    assert sorted(by_install) == [f"install-{h}" for h in range(hosts_n)]
+    for h in range(hosts_n):
+        paths = [r["path"] for r in by_install[f"install-{h}"]["download_roots"]]
+        assert paths == [str(f) for f in folders[h]]
+
+
+def test_requests_read_before_eof_are_still_answered(host: HostProcess) -> None:
+    # "Write one request, close stdin, read the reply": how one-shot clients talk.
+    host.send({"op": "deleteDownloadRoot", "key": "k", "id": "a"})
+    host.send({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "x", "id": "b"})
+    host.close_stdin()
+    replies = {host.recv()["id"], host.recv()["id"]}
+    assert replies == {"a", "b"}
+    assert host.proc.wait(2) == 0
+    host.note_children()
+    for pid in host.descendants:
+        assert gone_within(pid, 1.0)

@@ -63,6 +63,10 @@ log = logging.getLogger("jst.host")
 STARTUP_GRACE = 1.0  # §9.2
 EVENT_QUEUE = 32  # the original's capacity (§2.5); link-handlers wait when it is full
 OUTBOX = 64
+# After stdin EOF, requests already read get this long to answer. Short, so that host
+# and daemon are still gone within 1 s of the browser closing the port; long enough for
+# a first handshake to start the daemon on an idle machine.
+EOF_ANSWER_SECONDS = 0.6
 HOST_VERSION = __version__
 
 
@@ -104,10 +108,12 @@ class Host:
     _handshake_lock: trio.Lock = attrs.field(factory=trio.Lock)
     _nursery: trio.Nursery = attrs.field(init=False)
     _supervisor: Supervisor = attrs.field(init=False)
-    _outbox: trio.MemorySendChannel[bytes] = attrs.field(init=False)
+    _outbox: trio.MemorySendChannel[bytes | trio.Event] = attrs.field(init=False)
+    _in_flight: int = 0  # requests received and not yet answered
+    _all_answered: trio.Event = attrs.field(factory=trio.Event)
 
     async def run(self) -> None:
-        outbox_tx, outbox_rx = trio.open_memory_channel[bytes](OUTBOX)
+        outbox_tx, outbox_rx = trio.open_memory_channel[bytes | trio.Event](OUTBOX)
         events_tx, events_rx = trio.open_memory_channel[dict[str, Any]](EVENT_QUEUE)
         self._outbox = outbox_tx
         control = await open_control_listener()
@@ -166,6 +172,7 @@ class Host:
                 data = await self.in_stream.receive_some(65536)
                 if not data:
                     decoder.end_of_input()
+                    await self._finish_answers()
                     return self.stop("stdin closed")
                 decoder.receive_data(bytes(data))
                 while (body := decoder.next_frame()) is not None:
@@ -175,9 +182,26 @@ class Host:
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.stop(f"cannot read stdin: {exc}")
 
-    async def _write_stdout(self, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _finish_answers(self) -> None:
+        """After stdin EOF: let requests already received answer, briefly.
+
+        The original answered every request it had read before seeing EOF (it is
+        serial), and clients rely on it: "write one request, close stdin, read the
+        reply". A request that needs longer (an open folder dialog) is abandoned.
+        """
+        with trio.move_on_after(EOF_ANSWER_SECONDS):
+            while self._in_flight:
+                await self._all_answered.wait()
+            written = trio.Event()
+            await self._outbox.send(written)
+            await written.wait()
+
+    async def _write_stdout(self, outbox: trio.MemoryReceiveChannel[bytes | trio.Event]) -> None:
         try:
             async for frame in outbox:
+                if isinstance(frame, trio.Event):
+                    frame.set()  # everything queued before it has been written
+                    continue
                 await self.out_stream.send_all(frame)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.stop(f"cannot write stdout: {exc}")
@@ -222,18 +246,38 @@ class Host:
                 log.warning("ignoring a request without a string id: %s", reason)
             case messages.Rejected(str() as request_id, reason):
                 log.warning("rejecting request %s: %s", request_id, reason)
-                self._nursery.start_soon(self._send, messages.failure(request_id, reason))
+                self._start(self._answer, request, self._rejected_response)
             case messages.Handshake():
                 # Held from here, not from the task's start, so no event can slip out
                 # between the frame's arrival and the response.
                 self.gate.hold()
-                self._nursery.start_soon(self._handshake, request)
+                self._start(self._handshake, request)
             case messages.PickDownloadDirectory():
-                self._nursery.start_soon(self._answer, request, self._pick_response)
+                self._start(self._answer, request, self._pick_response)
             case messages.DeleteDownloadRoot():
-                self._nursery.start_soon(self._answer, request, self._delete_response)
+                self._start(self._answer, request, self._delete_response)
             case messages.OpenPath():
-                self._nursery.start_soon(self._answer, request, self._open_response)
+                self._start(self._answer, request, self._open_response)
+
+    def _start(self, handler: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self._in_flight += 1
+        if self._all_answered.is_set():
+            self._all_answered = trio.Event()
+
+        async def counted() -> None:
+            try:
+                await handler(*args)
+            finally:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._all_answered.set()
+
+        self._nursery.start_soon(counted)
+
+    async def _rejected_response(self, req: messages.Rejected) -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        assert req.id is not None
+        return messages.failure(req.id, req.reason)
 
     async def _answer(self, req: Any, respond: Callable[[Any], Awaitable[dict[str, Any]]]) -> None:
         """Run one request to its one response; our own bug is an error reply, not a crash."""
