@@ -6,10 +6,8 @@ Folder picker, chosen at run time, first available wins:
   with two arguments, the dialog title and the initial directory. It prints the chosen
   folder on stdout and exits 0; exit 1 or no output means "cancelled"; anything else is
   an error. This is how tests (and users with an unusual desktop) plug in a picker.
-* Linux and other Unix: zenity (GTK), then kdialog (KDE). The xdg-desktop-portal
-  FileChooser is **not** implemented yet: it needs a D-Bus client, which the project
-  does not depend on; zenity and kdialog themselves go through the portal when the
-  desktop configures them to.
+* Linux and other Unix: the xdg-desktop-portal FileChooser (``portal.py``), then
+  zenity (GTK), then kdialog (KDE).
 * macOS: ``osascript`` ``choose folder``.
 * Windows: the shell's folder dialog through PowerShell (``FolderBrowserDialog``).
 
@@ -22,6 +20,7 @@ and let it run (it is still reaped).
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -29,6 +28,8 @@ import subprocess
 import sys
 
 import trio
+
+log = logging.getLogger("jst.host.desktop")
 
 PICKER_ENV = "JST_FOLDER_PICKER"
 TITLE = "Select Download Directory"
@@ -79,8 +80,21 @@ def _powershell(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _portal_first() -> bool:
+    return not os.environ.get(PICKER_ENV) and sys.platform not in ("darwin", "win32")
+
+
 async def pick_folder(initial: str) -> str | None:
     """Show the folder dialog; the chosen folder, or ``None`` if the user cancelled."""
+    if _portal_first():
+        from jst.host import portal
+
+        try:
+            return await portal.pick_folder(TITLE, initial)
+        except portal.PortalUnavailable as exc:
+            log.info("folder dialog: portal not available (%s); trying zenity/kdialog", exc)
+        except portal.PortalFailed as exc:
+            raise DesktopError(str(exc)) from exc
     argv = picker_command(TITLE, initial)
     if argv is None:
         raise DesktopError(
