@@ -538,3 +538,19 @@ def test_requests_read_before_eof_are_still_answered(host: HostProcess) -> None:
     host.note_children()
     for pid in host.descendants:
         assert gone_within(pid, 1.0)
+
+
+def test_daemon_shut_down_by_a_client_is_not_restarted_until_the_next_handshake(
+    host: HostProcess,
+) -> None:
+    info = host.handshake()
+    port, token = info["payload"]["port"], info["payload"]["token"]
+    first = host.daemon_pid()
+    status, _ = http(port, "/control/shutdown", method="POST", headers={"X-JST-Auth": token})
+    assert status == 200
+    assert gone_within(first, 2.0)
+    time.sleep(0.5)
+    assert psutil.Process(host.pid).children() == []  # not restarted behind the client's back
+    again = host.handshake()
+    assert (again["payload"]["port"], again["payload"]["token"]) == (port, token)
+    assert http(port, "/health")[0] == 200
