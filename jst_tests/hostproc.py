@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import struct
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from typing import Any
 
 import attrs
 import psutil
+
+from jst.host import control_server
 
 HOST = [sys.executable, "-m", "jst.host.cli"]
 EXTENSION_ID = "abcdefghijklmnopabcdefghijklmnop"
@@ -214,6 +217,10 @@ class HostProcess:
         self.proc.wait()
         for pid in self.descendants:
             kill_if_alive(pid)
+        # A killed host leaves its control directory; remove what this test's host made.
+        for base in {control_server.base_dir(), "/tmp"}:
+            for leftover in Path(base).glob(f"{control_server.DIR_PREFIX}{self.pid}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def kill_if_alive(pid: int) -> None:

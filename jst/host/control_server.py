@@ -43,7 +43,7 @@ class ControlListener:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _base_dir() -> str:
+def base_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isdir(runtime):
         return runtime
@@ -68,7 +68,7 @@ async def open_control_listener() -> ControlListener:
         sock.listen(4)
         port = sock.getsockname()[1]
         return ControlListener(trio.SocketListener(sock), f"tcp:127.0.0.1:{port}", None)
-    base = _base_dir()
+    base = base_dir()
     if len(base) > MAX_UNIX_PATH - 40:
         base = "/tmp"  # noqa: S108 (a 0700 mkdtemp directory inside it)
     remove_stale_dirs(base)
