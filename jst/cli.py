@@ -10,13 +10,11 @@ USAGE = """usage: jst <command> [args...]
 commands:
   io-daemon      loopback HTTP + WebSocket server (same as jst-io-daemon)
   native-host    Chrome Native Messaging host (same as jst-native-host)
-  link-handler   magnet:/.torrent handler (same as jst-link-handler; not implemented yet)
+  link-handler   magnet:/.torrent handler (same as jst-link-handler)
+  install        register jst with the browsers found here (and magnet:/.torrent)
+  uninstall      remove exactly what install wrote
+  doctor         check every browser can start jst; prints fixes
 """
-
-
-def _not_implemented(name: str) -> int:
-    print(f"{name}: not implemented yet", file=sys.stderr)
-    return 2
 
 
 def native_host_main() -> int:
@@ -26,7 +24,9 @@ def native_host_main() -> int:
 
 
 def link_handler_main() -> int:
-    return _not_implemented("jst-link-handler")
+    from jst.linkhandler.cli import main as link_main
+
+    return link_main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jst.host.cli import main as host_main
 
         return host_main(rest)
+    if command in ("install", "uninstall", "doctor"):
+        from jst.install.cli import main as install_main
+
+        return install_main(command, rest)
     if command == "link-handler":
-        return link_handler_main()
+        from jst.linkhandler.cli import main as link_main
+
+        return link_main(rest)
     print(f"jst: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
     return 2

@@ -32,8 +32,11 @@ def level_from_env() -> int:
     return _RUST_LEVELS.get(directive, logging.INFO)
 
 
-def setup(program: str, log_file: Path | None) -> logging.Logger:
-    """Configure the ``jst`` logger tree for ``program``; returns the ``jst`` logger."""
+def setup(program: str, log_file: Path | None, stderr: bool = True) -> logging.Logger:
+    """Configure the ``jst`` logger tree for ``program``; returns the ``jst`` logger.
+
+    ``stderr=False`` (the link-handler, which must be silent) logs to the file only.
+    """
     formatter = logging.Formatter(
         f"[%(asctime)s.%(msecs)03d] %(levelname)s {program}: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
@@ -41,9 +44,10 @@ def setup(program: str, log_file: Path | None) -> logging.Logger:
     root = logging.getLogger("jst")
     root.setLevel(level_from_env())
     root.propagate = False
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(formatter)
-    root.addHandler(stderr)
+    if stderr:
+        to_stderr = logging.StreamHandler(sys.stderr)
+        to_stderr.setFormatter(formatter)
+        root.addHandler(to_stderr)
     if log_file is not None:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +56,8 @@ def setup(program: str, log_file: Path | None) -> logging.Logger:
             )
         except OSError as exc:
             # §9.15: an unwritable log location is not fatal; stderr still works.
-            root.warning("cannot open log file %s (%s); logging to stderr only", log_file, exc)
+            if stderr:
+                root.warning("cannot open log file %s (%s); logging to stderr only", log_file, exc)
         else:
             handler.setFormatter(formatter)
             root.addHandler(handler)

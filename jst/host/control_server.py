@@ -1,6 +1,8 @@
-"""Where the host listens for its daemon's control connection (per platform).
+"""Where the host listens for its daemon's control connection and for link-handlers.
 
-Unix: a socket named ``control`` in a fresh directory created 0700 by ``mkdtemp``
+Unix: sockets named ``control`` (the daemon) and ``link`` (link-handlers: the §4.3 HTTP
+endpoint, also served on loopback TCP for the original's link-handlers) in a fresh
+directory created 0700 by ``mkdtemp``
 (under ``$XDG_RUNTIME_DIR`` when set, else the temp dir), so no other user can connect
 or even see it. The directory is removed when the host exits normally; after a SIGKILL
 it is an empty-ish leftover in a temp directory, cleaned by the next host (see
@@ -10,7 +12,8 @@ Windows: Python's ``socket`` has no AF_UNIX there, and a named pipe server needs
 overlapped-I/O calls that trio does not wrap. The host listens on a loopback TCP port
 instead; anyone local could connect, so a connection only counts once its first message
 carries the daemon token (``control.Ready.auth``), which only the child's environment
-ever held. Not exercised by CI (Linux).
+ever held. Link-handlers use the loopback TCP endpoint and its token there. Not
+exercised by CI (Linux).
 """
 
 from __future__ import annotations
@@ -41,6 +44,25 @@ class ControlListener:
         await self.listener.aclose()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def _unix_listener(path: Path) -> trio.SocketListener:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(path))
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+async def open_link_listener(control: ControlListener) -> tuple[trio.SocketListener, str] | None:
+    """The link-handler socket next to the control socket; ``None`` where there is none."""
+    if control.directory is None:
+        return None
+    path = control.directory / "link"
+    return await _unix_listener(path), f"unix:{path}"
 
 
 def base_dir() -> str:
@@ -74,12 +96,9 @@ async def open_control_listener() -> ControlListener:
     remove_stale_dirs(base)
     directory = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base))
     path = directory / "control"
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        await sock.bind(str(path))
-        sock.listen(4)
+        listener = await _unix_listener(path)
     except OSError:
-        sock.close()
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return ControlListener(trio.SocketListener(sock), f"unix:{path}", directory)
+    return ControlListener(listener, f"unix:{path}", directory)

@@ -10,7 +10,9 @@
         │                         outbox channel, so responses and events never interleave
         ├── release_events ...... link-handler events -> outbox, when the gate is open
         ├── end_grace ........... opens the event gate 1 s after startup at the latest
-        ├── linkrpc.serve ....... §4.3 HTTP on 127.0.0.1 for link-handlers -> events
+        ├── linkrpc.serve ....... §4.3 HTTP for link-handlers -> events: on 127.0.0.1
+        │                         (the original's link-handlers) and on a Unix socket in
+        │                         our private directory (ours; published in rpc-info.json)
         ├── watch_signals
         ├── <request> ........... one per request (§9.3): a folder dialog or an opener
         │                         never blocks other requests or events
@@ -45,7 +47,7 @@ import trio
 from jst import __version__
 from jst.host import desktop, linkrpc, messages, nm
 from jst.host.browser import detect_browser, extension_id_from_argv
-from jst.host.control_server import open_control_listener
+from jst.host.control_server import open_control_listener, open_link_listener
 from jst.host.profiles import HostRecord
 from jst.host.roots import (
     ContainmentError,
@@ -117,12 +119,18 @@ class Host:
         events_tx, events_rx = trio.open_memory_channel[dict[str, Any]](EVENT_QUEUE)
         self._outbox = outbox_tx
         control = await open_control_listener()
-        rpc_listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        rpc_listeners: list[trio.SocketListener] = await trio.open_tcp_listeners(
+            0, host="127.0.0.1"
+        )
+        link = await open_link_listener(control)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._supervisor = Supervisor(nursery, control)
                 self.record = self._initial_record(rpc_listeners[0].socket.getsockname()[1])
+                if link is not None:
+                    rpc_listeners.append(link[0])
+                    self.record.link_address = link[1]
                 nursery.start_soon(self._write_stdout, outbox_rx)
                 nursery.start_soon(self._watch_signals)
                 nursery.start_soon(

@@ -33,6 +33,9 @@ class HostRecord:
     browser: Browser
     install_id: str | None = None
     roots: list[DownloadRoot] | None = None
+    # Our own link-handler socket (``unix:<path>``), published as an extra profile key;
+    # other readers ignore it, rewriters of the file keep it.
+    link_address: str | None = None
 
     @property
     def extension_id(self) -> str | None:
@@ -60,8 +63,11 @@ def find_profile(info: RpcInfo, record: HostRecord) -> Profile | None:
     return None
 
 
+LINK_KEY = "jst_link"
+
+
 def _new_profile(record: HostRecord) -> Profile:
-    return Profile(
+    profile = Profile(
         pid=record.pid,
         port=record.port,
         token=record.token,
@@ -72,6 +78,15 @@ def _new_profile(record: HostRecord) -> Profile:
         extension_id=record.extension_id,
         install_id=record.install_id,
     )
+    _set_link(profile, record)
+    return profile
+
+
+def _set_link(profile: Profile, record: HostRecord) -> None:
+    if record.link_address is not None:
+        profile.extra[LINK_KEY] = record.link_address
+    else:
+        profile.extra.pop(LINK_KEY, None)
 
 
 def merge(
@@ -100,6 +115,7 @@ def merge(
             profile.browser.name = record.browser.name
             profile.browser.extension_id = record.browser.extension_id
         profile.extension_id = record.extension_id
+        _set_link(profile, record)
         if record.install_id is not None:
             profile.install_id = record.install_id
         if record.roots is not None:

@@ -1,0 +1,145 @@
+"""Finding a running native-host (§7.2) and handing it a link (§7.4).
+
+A host publishes itself in its ``rpc-info.json`` profile: ``pid``, ``port`` and ``token``
+of its link endpoint (§4.3) and, for jst hosts, ``jst_link``: a Unix socket in the host's
+private directory. We try profiles newest first; a host counts when its pid is alive and
+``/health`` with its token answers 2xx within 1 s. A stale profile whose port now belongs
+to someone else (a 403) is skipped, not fatal (§9.25).
+
+The HTTP client is h11 over a trio stream, Unix socket or loopback TCP alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import h11
+import psutil
+import trio
+
+from jst.linkhandler.target import TOO_LARGE, LinkError, Magnet, TorrentFile
+from jst.rpcinfo import Profile, RpcInfoError, parse_rpc_info
+
+log = logging.getLogger("jst.linkhandler")
+
+HEALTH_TIMEOUT = 1.0  # §7.2
+DELIVERY_TIMEOUT = 30.0  # §7.4: the original's HTTP client default
+MAX_RESPONSE = 64 * 1024
+
+
+@attrs.frozen
+class HostAddress:
+    pid: int
+    token: str
+    address: str  # unix:<path> or tcp:127.0.0.1:<port>
+
+
+@attrs.frozen
+class HttpReply:
+    status: int
+    reason: str
+    body: bytes
+
+
+def candidates(rpc_info: Path) -> list[HostAddress]:
+    """Hosts listed in rpc-info.json whose process is alive, newest first."""
+    try:
+        info = parse_rpc_info(rpc_info.read_bytes())
+    except (OSError, RpcInfoError):
+        return []
+    profiles: list[Profile] = sorted(info.profiles, key=lambda p: p.last_used, reverse=True)
+    found: list[HostAddress] = []
+    for p in profiles:
+        if not psutil.pid_exists(p.pid):
+            continue
+        link = p.extra.get("jst_link")
+        if isinstance(link, str) and link.startswith("unix:"):
+            found.append(HostAddress(p.pid, p.token, link))
+        found.append(HostAddress(p.pid, p.token, f"tcp:127.0.0.1:{p.port}"))
+    return found
+
+
+async def _open(address: str) -> trio.abc.Stream:
+    kind, _, rest = address.partition(":")
+    if kind == "unix":
+        return await trio.open_unix_socket(rest)
+    host, _, port = rest.rpartition(":")
+    return await trio.open_tcp_stream(host, int(port))
+
+
+async def request(
+    address: str, method: str, target: str, body: bytes = b"", content_type: str | None = None
+) -> HttpReply:
+    """One HTTP/1.1 exchange; ``OSError`` if the host cannot be reached."""
+    stream = await _open(address)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("host", "localhost"), ("content-length", str(len(body)))]
+        if content_type is not None:
+            headers.append(("content-type", content_type))
+        data = conn.send(h11.Request(method=method, target=target, headers=headers))
+        data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, reason, received = 0, "", bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await stream.receive_some(65536)))
+            elif isinstance(event, h11.Response):
+                status, reason = event.status_code, event.reason.decode("latin-1")
+            elif isinstance(event, h11.Data):
+                received += event.data
+                if len(received) > MAX_RESPONSE:
+                    raise OSError("response too large")
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return HttpReply(status, reason, bytes(received))
+
+
+async def healthy(host: HostAddress) -> bool:
+    try:
+        with trio.fail_after(HEALTH_TIMEOUT):
+            reply = await request(host.address, "GET", f"/health?token={quote(host.token)}")
+    except (OSError, trio.TooSlowError, h11.ProtocolError, ValueError) as exc:
+        log.info("host pid %d at %s is not answering: %s", host.pid, host.address, exc)
+        return False
+    if not 200 <= reply.status < 300:
+        log.info("host pid %d at %s answered %d", host.pid, host.address, reply.status)
+        return False
+    return True
+
+
+async def find_host(rpc_info: Path) -> HostAddress | None:
+    for host in candidates(rpc_info):
+        if await healthy(host):
+            return host
+    return None
+
+
+def _request_for(item: Magnet | TorrentFile) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, Magnet):
+        return "/add-magnet", {"magnet": item.link}
+    return "/add-torrent", {"file_name": item.name, "contents_base64": item.contents_base64}
+
+
+async def deliver(host: HostAddress, item: Magnet | TorrentFile) -> None:
+    path, payload = _request_for(item)
+    body = json.dumps(payload).encode("utf-8")
+    try:
+        with trio.fail_after(DELIVERY_TIMEOUT):
+            reply = await request(
+                host.address, "POST", f"{path}?token={quote(host.token)}", body, "application/json"
+            )
+    except trio.TooSlowError as exc:
+        raise LinkError(f"The JSTorrent host did not answer within {DELIVERY_TIMEOUT:g} s") from exc
+    except (OSError, h11.ProtocolError) as exc:
+        raise LinkError(f"Could not reach the JSTorrent host: {exc}") from exc
+    if reply.status == 413:
+        raise LinkError(TOO_LARGE)
+    if not 200 <= reply.status < 300:
+        raise LinkError(f"Failed to add request: {reply.status} {reply.reason}")
+    log.info("delivered to host pid %d via %s", host.pid, host.address)

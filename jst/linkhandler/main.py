@@ -1,0 +1,46 @@
+"""The link-handler's flow, as one trio task tree (it is sequential by nature):
+
+trio.run(hand_over)
+└── hand_over ........ find a host -> deliver
+                       or: launch the browser -> poll for a host (200 ms, 10 s)
+                           -> deliver
+(every wait is bounded: 1 s per health check, 10 s for a host, 30 s to deliver)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from jst import config
+from jst.linkhandler import hosts, launch
+from jst.linkhandler.target import LinkError, Magnet, TorrentFile
+
+log = logging.getLogger("jst.linkhandler")
+
+POLL_INTERVAL = 0.2  # §7.3
+HOST_WAIT = 10.0
+
+
+async def wait_for_host(rpc_info: Path) -> hosts.HostAddress:
+    with trio.move_on_after(HOST_WAIT):
+        while True:
+            host = await hosts.find_host(rpc_info)
+            if host is not None:
+                return host
+            await trio.sleep(POLL_INTERVAL)
+    raise LinkError("Timed out waiting for native host to start")
+
+
+async def hand_over(item: Magnet | TorrentFile, exe_dir: Path | None) -> None:
+    rpc_info = config.rpc_info_path()
+    host = await hosts.find_host(rpc_info)
+    if host is None:
+        base = config.env_setting("LAUNCH_URL", exe_dir) or launch.DEFAULT_LAUNCH_URL
+        url = launch.launch_url(base, item)
+        log.info("no host running; opening %s", base)
+        launch.open_browser(url, launch.recorded_browser(rpc_info))
+        host = await wait_for_host(rpc_info)
+    await hosts.deliver(host, item)
