@@ -20,10 +20,14 @@ LINK = str(BIN / "jst-link-handler")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def jst(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def jst(home: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "JST"))}
     env["HOME"] = str(home)
-    env["PATH"] = "/usr/bin:/bin"  # no xdg-mime: mimeapps.list is written directly
+    # By default no xdg-mime (whether the machine has one or not): mimeapps.list is
+    # then written directly, and the test knows exactly what to expect.
+    empty = home.parent / "empty-path"
+    empty.mkdir(exist_ok=True)
+    env["PATH"] = path if path is not None else str(empty)
     return subprocess.run(
         [*JST, *args], capture_output=True, text=True, env=env, timeout=60, check=False
     )
@@ -199,3 +203,26 @@ def test_mimeapps_edits_touch_only_our_id() -> None:
     assert xdg.desktop_entry('/opt/my "apps"/$x').splitlines()[4] == (
         'Exec="/opt/my \\"apps\\"/\\$x" %u'
     )
+
+
+def test_xdg_mime_is_used_when_installed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".config/chromium").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "xdg-mime.calls"
+    fake = bin_dir / "xdg-mime"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    fake.chmod(0o755)
+    assert jst(home, "install", path=str(bin_dir)).returncode == 0
+    assert calls.read_text().splitlines() == [
+        f"default {xdg.DESKTOP_ID} {mime}" for mime in xdg.MIME_TYPES
+    ]
+    # What xdg-mime wrote (here: nothing) is ours to clean only where it names us.
+    mimeapps = home / ".config/mimeapps.list"
+    mimeapps.write_text(
+        "[Default Applications]\nx-scheme-handler/magnet=jst-link-handler.desktop;\n"
+        "text/html=firefox.desktop;\n"
+    )
+    assert jst(home, "uninstall", path=str(bin_dir)).returncode == 0
+    assert mimeapps.read_text() == "[Default Applications]\ntext/html=firefox.desktop;\n"

@@ -61,6 +61,13 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
     p.add_argument("--parent-pid", type=_unsigned(32), help="exit when this process exits")
     p.add_argument("--install-id", required=True, help="selects the profile in rpc-info.json")
     p.add_argument(
+        "--listen-fd",
+        type=_unsigned(31),
+        metavar="FD",
+        help="serve on this inherited listening socket instead of binding --port "
+        "(set by jst-native-host so a restarted daemon keeps its port without a gap)",
+    )
+    p.add_argument(
         "--host-control",
         metavar="ADDRESS",
         help="the native-host's control channel (unix:PATH or tcp:127.0.0.1:PORT); "
@@ -97,6 +104,20 @@ def bind_listener(port: int) -> socket.socket:
     return sock
 
 
+def inherited_listener(fd: int) -> socket.socket:
+    """The listening socket our parent bound for us; it must be TCP on loopback."""
+    sock = socket.socket(fileno=fd)
+    address = sock.getsockname()
+    if (
+        sock.family not in (socket.AF_INET, socket.AF_INET6)
+        or sock.type != socket.SOCK_STREAM
+        or address[0] not in ("127.0.0.1", "::1")
+    ):
+        sock.detach()
+        raise OSError(f"fd {fd} is not a TCP socket on loopback ({address!r})")
+    return sock
+
+
 def announce_port(port: int) -> None:
     """Print the port line (§5.2 step 6), then point fd 1 at stderr for good.
 
@@ -122,7 +143,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
         # Past RLIMIT_FSIZE a write must fail with EFBIG (answered 507), not kill us.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        listener = bind_listener(args.port)
+        if args.listen_fd is not None:
+            listener = inherited_listener(args.listen_fd)
+        else:
+            listener = bind_listener(args.port)
     except OSError as exc:
         print(
             f"{prog}: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}",

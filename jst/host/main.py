@@ -141,6 +141,7 @@ class Host:
                 await self._write_startup_record()
                 nursery.start_soon(self._read_stdin)
         finally:
+            self._supervisor.close()
             with trio.CancelScope(shield=True):
                 await control.aclose()
         log.info("native host exiting")

@@ -17,6 +17,10 @@ Design notes
   by then is killed and counts as a failed start.
 * A crash is restarted on the same port and with the same token, so the extension's
   5-second ``/health`` poll keeps passing and only its WebSocket reconnects (§9.22).
+  On Unix the host binds the listening socket once and hands it to every daemon it
+  starts (``--listen-fd``): while one daemon is replaced, connections wait in the
+  socket's backlog instead of being refused, and no other program can take the port.
+  (Windows cannot pass sockets this way; there the daemon re-binds ``--port``.)
   The first restart is immediate; then the delay doubles. ``MAX_FAILURES`` failures
   within ``FAILURE_WINDOW`` seconds is a crash loop: we give up, and the next handshake
   answers ``ok:false`` with the reason instead of a dead port.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +75,7 @@ HEALTHY_RUN = 10.0
 # On host exit: time for the daemon to finish after its channel closed and SIGTERM,
 # before SIGKILL. Keeps "host gone -> daemon gone" well within 1 s.
 STOP_GRACE = 0.4
+LISTEN_BACKLOG = 1024  # as the daemon's own (browsers open bursts of connections)
 
 
 class DaemonState(enum.Enum):
@@ -122,6 +128,29 @@ class Supervisor:
     _seq: int = 0
     _applied: dict[int, trio.Event] = attrs.field(factory=dict)
     _running_task: bool = False
+    _daemon_socket: socket.socket | None = attrs.field(default=None, init=False)  # Unix: its port
+
+    def _listening_socket(self) -> socket.socket | None:
+        if sys.platform == "win32":
+            return None
+        if self._daemon_socket is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.port or 0))  # the old port, after a stop
+            except OSError:
+                sock.bind(("127.0.0.1", 0))
+            sock.listen(LISTEN_BACKLOG)
+            sock.set_inheritable(False)  # passed to our daemon only, via pass_fds
+            self._daemon_socket = sock
+            self.port = sock.getsockname()[1]
+        return self._daemon_socket
+
+    def close(self) -> None:
+        """Release the port: with no daemon to come, clients must be refused, not queued."""
+        if self._daemon_socket is not None:
+            self._daemon_socket.close()
+            self._daemon_socket = None
 
     def _move(self, state: DaemonState, detail: str = "") -> None:
         if state is not self.state:
@@ -195,6 +224,7 @@ class Supervisor:
                 else:
                     if deliberate is not None:
                         self._move(DaemonState.STOPPED, f"stopped on purpose: {deliberate}")
+                        self.close()
                         self._running_task = False
                         self._settled.set()
                         return
@@ -219,6 +249,7 @@ class Supervisor:
                 self._move(DaemonState.STOPPED, "host exiting")
 
     def _give_up(self, reason: str) -> None:
+        self.close()
         self.failure = reason
         self._move(DaemonState.STOPPED, "giving up: " + reason)
         self._settled.set()
@@ -231,10 +262,13 @@ class Supervisor:
             env[DEV_ORIGINS_ENV] = dev_origins
         return env
 
-    def _argv(self) -> list[str]:
+    def _argv(self, listener: socket.socket | None) -> list[str]:
+        where = ["--port", str(self.port or 0)]
+        if listener is not None:
+            where = ["--listen-fd", str(listener.fileno())]
         return [
             *self.command,
-            "--port", str(self.port or 0),
+            *where,
             "--parent-pid", str(os.getpid()),
             "--install-id", self.install_id or "",
             "--host-control", self.listener.address,
@@ -244,11 +278,13 @@ class Supervisor:
         """One daemon process, from spawn to exit. Returns the reason of a deliberate stop,
         ``None`` for a crash; raises ``StartFailed`` if it never became ready."""
         try:
+            listener = self._listening_socket()
             proc = await trio.lowlevel.open_process(
-                self._argv(),
+                self._argv(listener),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 env=self._environment(),
+                pass_fds=() if listener is None else (listener.fileno(),),
             )
         except OSError as exc:
             raise StartFailed(f"cannot run {self.command[0]}: {exc}", permanent=True) from exc
