@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev install uninstall test lint bench clean
+.PHONY: dev install uninstall browser test e2e lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,21 @@ install: dev
 uninstall:
 	$(BIN)/jst uninstall
 
-test: dev
+# Debian's Chromium for the end-to-end tests (never a downloaded browser). Needs root
+# and apt; elsewhere install it yourself, or the browser tests are skipped (and say why).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium not installed and cannot install it here: browser tests will skip"; fi; }
+
+test: dev browser
 	$(BIN)/python -m pytest -q
+
+# Only the real-browser tests (inside a private network namespace).
+e2e: dev browser
+	$(BIN)/python -m pytest -q -s jst_tests/test_e2e.py
 
 lint: dev
 	$(BIN)/ruff check jst jst_tests
