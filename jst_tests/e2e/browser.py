@@ -47,9 +47,10 @@ def install_manifest(user_data_dir: Path, home: Path) -> None:
     )  # fmt: skip
 
 
-def launch_args() -> list[str]:
+def launch_args(headed: bool = False) -> list[str]:
     return [
         *FLAGS,
+        *([] if headed else ["--headless=new"]),
         f"--disable-extensions-except={EXTENSION_DIR}",
         f"--load-extension={EXTENSION_DIR}",
     ]
