@@ -11,11 +11,15 @@ Folder picker, chosen at run time, first available wins:
 * macOS: ``osascript`` ``choose folder``.
 * Windows: the shell's folder dialog through PowerShell (``FolderBrowserDialog``).
 
+A dialog must not outlive the host: if the host dies (even by SIGKILL) or the request
+is cancelled, the dialog goes too (``guard.py`` on Linux).
+
 Opener: ``xdg-open`` / ``open`` / ``start`` as the original (``revealInFolder`` opens the
 parent directory on Linux, which cannot select a file). The original waits for the
 opener to exit; some openers only exit when the application they started does. We wait
-``OPENER_WAIT`` seconds, which covers every opener that forks, and then report success
-and let it run (it is still reaped).
+``OPENER_WAIT`` seconds, which covers every opener that forks, and then report success.
+Unlike a dialog, what an opener starts is the user's application (a video player): it
+runs in its own session and is *not* ended with the host.
 """
 
 from __future__ import annotations
@@ -101,10 +105,13 @@ async def pick_folder(initial: str) -> str | None:
             "No folder dialog available: install zenity or kdialog, "
             f"or set {PICKER_ENV} to a picker command"
         )
+    if shutil.which(argv[0]) is None:  # else the guard's failure would read as "cancelled"
+        raise DesktopError(f"Failed to run {argv[0]}: not found")
     try:
         result = await trio.run_process(
-            argv, stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False
-        )
+            guarded(argv), stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True,
+            check=False,
+        )  # fmt: skip
     except OSError as exc:
         raise DesktopError(f"Failed to run {argv[0]}: {exc}") from exc
     chosen = result.stdout.decode("utf-8", "surrogateescape").rstrip("\r\n")
@@ -116,6 +123,16 @@ async def pick_folder(initial: str) -> str | None:
         return None
     stderr = result.stderr.decode("utf-8", "replace").strip()
     raise DesktopError(f"{argv[0]} failed (exit code {result.returncode}): {stderr}")
+
+
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
+
+
+def guarded(argv: list[str]) -> list[str]:
+    """``argv`` wrapped so that it dies with the host, even a SIGKILLed one (guard.py)."""
+    if not hasattr(os, "pidfd_open"):
+        return argv
+    return [sys.executable, "-I", "-S", GUARD, str(os.getpid()), *argv]
 
 
 def opener_command(path: str, reveal: bool) -> tuple[str, list[str]]:
@@ -135,7 +152,11 @@ async def open_path(path: str, reveal: bool, nursery: trio.Nursery) -> None:
     name, argv = opener_command(path, reveal)
     try:
         proc = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=sys.platform != "win32",  # the user's app, not our child
         )
     except OSError as exc:
         raise DesktopError(f"Failed to run {name}: {exc}") from exc
@@ -144,7 +165,7 @@ async def open_path(path: str, reveal: bool, nursery: trio.Nursery) -> None:
 
     async def reap() -> None:
         # Owned by the host's nursery, so an opener that outlives the request is still
-        # waited for (no zombie) and is killed if the host exits.
+        # waited for (no zombie). If the host exits first it is left running on purpose.
         stderr = proc.stderr
         assert stderr is not None
         try:
@@ -153,10 +174,7 @@ async def open_path(path: str, reveal: bool, nursery: trio.Nursery) -> None:
                     stderr_chunks.append(bytes(chunk))
             await proc.wait()
         finally:
-            if proc.returncode is None:
-                proc.kill()
             with trio.CancelScope(shield=True):
-                await proc.wait()
                 await stderr.aclose()
             finished.set()
 

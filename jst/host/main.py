@@ -44,7 +44,7 @@ from typing import Any
 import attrs
 import trio
 
-from jst import __version__
+from jst import __version__, faults
 from jst.host import desktop, linkrpc, messages, nm
 from jst.host.browser import detect_browser, extension_id_from_argv
 from jst.host.control_server import open_control_listener, open_link_listener
@@ -322,6 +322,7 @@ class Host:
             log.error("handshake: %s", exc)
             return messages.failure(req.id, str(exc))
         roots = [root_json(r) for r in self.roots]
+        faults.point("host.handshake.before-reply")
         return messages.daemon_info(req.id, port, token, HOST_VERSION, roots)
 
     async def _save_roots(self, roots: list[DownloadRoot]) -> None:
@@ -347,6 +348,7 @@ class Host:
         if chosen is None:
             return messages.failure(req.id, "User cancelled folder selection")
         root = build_root(chosen)
+        faults.point("host.pick.before-save")
         async with self._update_lock:
             roots = list(self.roots)
             if not any(r.path == root.path for r in roots):

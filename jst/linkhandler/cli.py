@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -78,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore")
+    # SIGTERM, like SIGINT, ends a wait quietly (§7.5); it has nothing of ours to clean up
+    # (a browser it opened is the user's and keeps running).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = parser().parse_args(argv)
     _setup_logging()
     import trio
@@ -93,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LinkError as exc:
         reason = str(exc)
     except KeyboardInterrupt:
+        log.info("interrupted")
         return 0  # §7.5: SIGINT is not a failure
     except Exception as exc:  # our bug: a clean message, the traceback in the log
         log.exception("unexpected error")

@@ -22,6 +22,7 @@ import h11
 import psutil
 import trio
 
+from jst import faults
 from jst.linkhandler.target import TOO_LARGE, LinkError, Magnet, TorrentFile
 from jst.rpcinfo import Profile, RpcInfoError, parse_rpc_info
 
@@ -72,11 +73,19 @@ async def _open(address: str) -> trio.abc.Stream:
     return await trio.open_tcp_stream(host, int(port))
 
 
+class HostUnreachable(LinkError):
+    """Nothing was sent: the host went away before we could connect (safe to retry)."""
+
+
 async def request(
     address: str, method: str, target: str, body: bytes = b"", content_type: str | None = None
 ) -> HttpReply:
-    """One HTTP/1.1 exchange; ``OSError`` if the host cannot be reached."""
-    stream = await _open(address)
+    """One HTTP/1.1 exchange. ``HostUnreachable`` if the connection could not be made;
+    ``OSError`` if it broke afterwards (the host may then have acted on the request)."""
+    try:
+        stream = await _open(address)
+    except OSError as exc:
+        raise HostUnreachable(f"Could not reach the JSTorrent host: {exc}") from exc
     async with stream:
         conn = h11.Connection(h11.CLIENT)
         headers = [("host", "localhost"), ("content-length", str(len(body)))]
@@ -84,7 +93,11 @@ async def request(
             headers.append(("content-type", content_type))
         data = conn.send(h11.Request(method=method, target=target, headers=headers))
         data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        if method == "POST":
+            faults.point("link.before-send")
         await stream.send_all(data)
+        if method == "POST":
+            faults.point("link.after-send")
         status, reason, received = 0, "", bytearray()
         while True:
             event = conn.next_event()
@@ -104,7 +117,7 @@ async def healthy(host: HostAddress) -> bool:
     try:
         with trio.fail_after(HEALTH_TIMEOUT):
             reply = await request(host.address, "GET", f"/health?token={quote(host.token)}")
-    except (OSError, trio.TooSlowError, h11.ProtocolError, ValueError) as exc:
+    except (LinkError, OSError, trio.TooSlowError, h11.ProtocolError, ValueError) as exc:
         log.info("host pid %d at %s is not answering: %s", host.pid, host.address, exc)
         return False
     if not 200 <= reply.status < 300:
@@ -136,8 +149,8 @@ async def deliver(host: HostAddress, item: Magnet | TorrentFile) -> None:
             )
     except trio.TooSlowError as exc:
         raise LinkError(f"The JSTorrent host did not answer within {DELIVERY_TIMEOUT:g} s") from exc
-    except (OSError, h11.ProtocolError) as exc:
-        raise LinkError(f"Could not reach the JSTorrent host: {exc}") from exc
+    except (OSError, h11.ProtocolError) as exc:  # after connecting: it may have the link
+        raise LinkError(f"The JSTorrent host broke off the delivery: {exc}") from exc
     if reply.status == 413:
         raise LinkError(TOO_LARGE)
     if not 200 <= reply.status < 300:

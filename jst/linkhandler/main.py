@@ -24,8 +24,8 @@ POLL_INTERVAL = 0.2  # §7.3
 HOST_WAIT = 10.0
 
 
-async def wait_for_host(rpc_info: Path) -> hosts.HostAddress:
-    with trio.move_on_after(HOST_WAIT):
+async def wait_for_host(rpc_info: Path, seconds: float = HOST_WAIT) -> hosts.HostAddress:
+    with trio.move_on_after(seconds):
         while True:
             host = await hosts.find_host(rpc_info)
             if host is not None:
@@ -43,4 +43,17 @@ async def hand_over(item: Magnet | TorrentFile, exe_dir: Path | None) -> None:
         log.info("no host running; opening %s", base)
         launch.open_browser(url, launch.recorded_browser(rpc_info))
         host = await wait_for_host(rpc_info)
-    await hosts.deliver(host, item)
+    # A host can vanish between its health check and our request (a browser restart).
+    # If nothing was sent yet, wait for the next host; once the request is out, never
+    # send it again: the host may have taken it, and a link must arrive at most once.
+    deadline = trio.current_time() + HOST_WAIT
+    while True:
+        try:
+            await hosts.deliver(host, item)
+            return
+        except hosts.HostUnreachable as exc:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise
+            log.info("%s; waiting for another host", exc)
+            host = await wait_for_host(rpc_info, remaining)
