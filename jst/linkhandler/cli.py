@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import warnings
@@ -79,21 +78,21 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore")
-    # SIGTERM, like SIGINT, ends a wait quietly (§7.5); it has nothing of ours to clean up
-    # (a browser it opened is the user's and keeps running).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = parser().parse_args(argv)
     _setup_logging()
     import trio
 
-    from jst.linkhandler.main import hand_over
+    from jst.linkhandler.main import run
     from jst.linkhandler.target import LinkError, parse_target
 
     target: str = args.target
     log.info("jst-link-handler %s: %s", __version__, target[:200])
     try:
         item = parse_target(target)
-        trio.run(hand_over, item, Path(sys.argv[0]).resolve().parent)
+        # SIGINT and SIGTERM end a wait quietly (§7.5): nothing of ours to clean up (a
+        # browser it opened is the user's and keeps running).
+        if not trio.run(run, item, Path(sys.argv[0]).resolve().parent):
+            return 0
     except LinkError as exc:
         reason = str(exc)
     except KeyboardInterrupt:

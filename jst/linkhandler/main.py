@@ -10,6 +10,7 @@ trio.run(hand_over)
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import trio
@@ -57,3 +58,31 @@ async def hand_over(item: Magnet | TorrentFile, exe_dir: Path | None) -> None:
                 raise
             log.info("%s; waiting for another host", exc)
             host = await wait_for_host(rpc_info, remaining)
+
+
+async def run(item: Magnet | TorrentFile, exe_dir: Path | None) -> bool:
+    """Hand ``item`` over; False if a signal ended the attempt. ``LinkError`` on failure."""
+    interrupted = False
+    failure: list[LinkError] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            nonlocal interrupted
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("stopped by %s", signal.Signals(signum).name)
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+        async def attempt() -> None:
+            try:
+                await hand_over(item, exe_dir)
+            except LinkError as exc:  # carried out of the nursery unwrapped
+                failure.append(exc)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        nursery.start_soon(attempt)
+    if failure:
+        raise failure[0]
+    return not interrupted

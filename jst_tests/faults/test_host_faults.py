@@ -14,12 +14,15 @@ from jst.rpcinfo import parse_rpc_info
 from jst_tests.faults.harness import (
     DaemonWatch,
     alive,
+    descendants,
+    open_fds,
     picker_pid,
     sleeping_picker,
     start_host,
     wait_until,
 )
 from jst_tests.hostproc import EXTENSION_ID, HostEnv, gone_within, running_host
+from jst_tests.test_link_handler import MAGNET, link, wait_for_profile
 
 
 @pytest.fixture
@@ -210,3 +213,19 @@ def test_fuzzed_native_messaging_frames_get_answers_not_crashes(env: HostEnv) ->
         assert host.request({"op": "deleteDownloadRoot", "key": "k"})["error"] == (
             "Root not found: k"
         )
+
+
+def test_host_leaks_no_fd_or_process_over_many_requests(env: HostEnv) -> None:
+    with running_host(env, JST_FOLDER_PICKER="/bin/false") as host:
+        host.handshake()
+        wait_for_profile(env, host.pid)
+        before_fds, before_children = open_fds(host.pid), descendants(host.pid)
+        for n in range(20):
+            assert host.request({"op": "pickDownloadDirectory"})["ok"] is False  # cancelled
+            assert host.request({"op": "openFile", "rootKey": "k", "path": "x"})["ok"] is False
+            assert link(env, f"{MAGNET}&n={n}").returncode == 0
+            assert host.recv()["event"] == "MagnetAdded"
+            host.handshake()
+        time.sleep(0.3)
+        assert open_fds(host.pid) <= before_fds + 2
+        assert descendants(host.pid) == before_children  # just the daemon
