@@ -8,6 +8,7 @@ import struct
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from jst.rpcinfo import parse_rpc_info
@@ -229,3 +230,31 @@ def test_host_leaks_no_fd_or_process_over_many_requests(env: HostEnv) -> None:
         time.sleep(0.3)
         assert open_fds(host.pid) <= before_fds + 2
         assert descendants(host.pid) == before_children  # just the daemon
+
+
+@pytest.mark.slow
+def test_a_host_frozen_inside_an_update_delays_others_but_never_hangs_them(
+    env: HostEnv,
+) -> None:
+    folder = env.base / "Frozen"
+    folder.mkdir()
+    # Writes: startup (1), handshake (2); the pick's write (3) stops holding the lock.
+    frozen = start_host(env, "rpcinfo.before-rename@3=stop")
+    try:
+        frozen.handshake()
+        env.picker_answer.write_text(str(folder))
+        frozen.send({"op": "pickDownloadDirectory"})
+        wait_until(lambda: psutil.Process(frozen.pid).status() == psutil.STATUS_STOPPED, 10,
+                   "the host to freeze")  # fmt: skip
+        with running_host(env) as other:
+            started = time.monotonic()
+            reply = other.request(handshake_request(env) | {"installId": "other"}, timeout=20)
+            assert reply["ok"] is False  # an answer, after the lock's bounded wait
+            assert reply["error"] == "Failed to update extension ID or install ID"
+            assert time.monotonic() - started < 15
+            frozen.proc.kill()  # its lock dies with it
+            frozen.proc.wait()
+            assert other.request(handshake_request(env) | {"installId": "other"})["ok"]
+        parse_rpc_info(env.rpc_info.read_bytes())
+    finally:
+        frozen.cleanup()
