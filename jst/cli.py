@@ -17,18 +17,6 @@ commands:
 """
 
 
-def native_host_main() -> int:
-    from jst.host.cli import main as host_main
-
-    return host_main()
-
-
-def link_handler_main() -> int:
-    from jst.linkhandler.cli import main as link_main
-
-    return link_main()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):

@@ -2,7 +2,8 @@
 
 Module map:
   cli.py      command line (§5.1), token sources; the console-script entry point
-  main.py     the process's nursery tree: server, parent watcher, signals, shutdown
+  main.py     the process's nursery tree: server, parent watcher, host link, signals
+  hostlink.py the native-host's control channel, daemon side (jst/control.py)
   server.py   the HTTP/1.1 server loop (h11 over trio) and the /io upgrade
   websocket.py a server WebSocket over a trio stream (wsproto), batched sends
   wire.py     the /io protocol, sans-I/O: envelope, opcodes, payloads, auth (§6)

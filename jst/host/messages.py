@@ -17,12 +17,6 @@ from typing import Any
 
 import attrs
 
-HANDSHAKE = "handshake"
-PICK = "pickDownloadDirectory"
-DELETE_ROOT = "deleteDownloadRoot"
-OPEN_FILE = "openFile"
-REVEAL = "revealInFolder"
-
 
 @attrs.frozen
 class Handshake:
@@ -91,7 +85,7 @@ def parse_request(body: bytes) -> Request | Rejected:
                 return DeleteDownloadRoot(request_id, _field(obj, "key"))
             case "openFile" | "revealInFolder":
                 return OpenPath(
-                    request_id, _field(obj, "rootKey"), _field(obj, "path"), op == REVEAL
+                    request_id, _field(obj, "rootKey"), _field(obj, "path"), op == "revealInFolder"
                 )
             case str():
                 return Rejected(request_id, f"Unknown operation: {op}")

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import attrs
 
@@ -319,11 +319,3 @@ class Installer:
         else:
             mimeapps.write_text(cleaned, "utf-8")
             self.say(f"removed    {xdg.DESKTOP_ID} from {mimeapps}")
-
-
-def describe(opts: Options) -> list[dict[str, Any]]:
-    """For doctor: each layout in use here, with the manifest path."""
-    return [
-        {"layout": layout, "manifest": layout.manifest_dir / manifest.FILE_NAME}
-        for layout in layouts_for(opts)
-    ]

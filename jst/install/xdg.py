@@ -12,7 +12,6 @@ from __future__ import annotations
 DESKTOP_ID = "jst-link-handler.desktop"
 MIME_TYPES = ("x-scheme-handler/magnet", "application/x-bittorrent")
 DEFAULTS = "Default Applications"
-ADDED = "Added Associations"
 
 
 def _exec_quote(path: str) -> str:

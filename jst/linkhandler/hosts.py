@@ -23,6 +23,7 @@ import psutil
 import trio
 
 from jst import faults
+from jst.host.profiles import LINK_KEY
 from jst.linkhandler.target import TOO_LARGE, LinkError, Magnet, TorrentFile
 from jst.rpcinfo import Profile, RpcInfoError, parse_rpc_info
 
@@ -58,7 +59,7 @@ def candidates(rpc_info: Path) -> list[HostAddress]:
     for p in profiles:
         if not psutil.pid_exists(p.pid):
             continue
-        link = p.extra.get("jst_link")
+        link = p.extra.get(LINK_KEY)
         if isinstance(link, str) and link.startswith("unix:"):
             found.append(HostAddress(p.pid, p.token, link))
         found.append(HostAddress(p.pid, p.token, f"tcp:127.0.0.1:{p.port}"))
