@@ -103,6 +103,17 @@ class HostEnv:
         profiles: list[dict[str, Any]] = doc["profiles"]
         return profiles
 
+    def wait_for_profile(self, pid: int, timeout: float = 10.0) -> dict[str, Any]:
+        """The rpc-info.json profile of host ``pid``, once that host has written it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.rpc_info.exists():
+                for profile in self.profiles():
+                    if profile["pid"] == pid:
+                        return profile
+            time.sleep(0.02)
+        raise AssertionError(f"host pid {pid} never wrote its profile")
+
 
 class HostProcess:
     def __init__(self, env: HostEnv, argv: list[str] | None = None, **extra_env: str) -> None:

@@ -41,9 +41,8 @@ def bus(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> HostEnv:
-    host_env = HostEnv(tmp_path)
-    host_env.setup()
+def env(host_env: HostEnv, tmp_path: Path) -> HostEnv:
+    """The host environment plus fake zenity and kdialog that log their arguments."""
     for name in ("zenity", "kdialog"):
         script = host_env.bin_dir / name
         script.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/{name}.log"\necho /picked/{name}\n')

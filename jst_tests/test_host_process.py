@@ -31,13 +31,6 @@ from jst_tests.hostproc import (
 
 
 @pytest.fixture
-def host_env(tmp_path: Path) -> HostEnv:
-    env = HostEnv(tmp_path)
-    env.setup()
-    return env
-
-
-@pytest.fixture
 def host(host_env: HostEnv) -> Iterator[HostProcess]:
     with running_host(host_env) as h:
         yield h
@@ -318,20 +311,9 @@ def test_missing_daemon_executable_fails_the_handshake(host_env: HostEnv) -> Non
 # -- events and the link-handler endpoint -----------------------------------------------------
 
 
-def rpc_profile(env: HostEnv, pid: int) -> dict[str, object]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if env.rpc_info.exists():
-            for profile in env.profiles():
-                if profile["pid"] == pid:
-                    return profile
-        time.sleep(0.02)
-    raise AssertionError("the host never wrote its profile")
-
-
-def add_magnet(profile: dict[str, object], link: str) -> tuple[int, bytes]:
+def add_magnet(profile: dict[str, Any], link: str) -> tuple[int, bytes]:
     return http(
-        int(profile["port"]),  # type: ignore[call-overload]
+        int(profile["port"]),
         f"/add-magnet?token={profile['token']}",
         method="POST",
         body=json.dumps({"magnet": link}).encode(),
@@ -340,7 +322,7 @@ def add_magnet(profile: dict[str, object], link: str) -> tuple[int, bytes]:
 
 
 def test_event_without_handshake_is_the_first_frame(host: HostProcess) -> None:
-    profile = rpc_profile(host.env, host.pid)
+    profile = host.env.wait_for_profile(host.pid)
     link = "magnet:?xt=urn:btih:" + "ab" * 20 + "&dn=Test"
     status, body = add_magnet(profile, link)
     assert (status, json.loads(body)) == (
@@ -351,7 +333,7 @@ def test_event_without_handshake_is_the_first_frame(host: HostProcess) -> None:
 
 
 def test_events_during_startup_wait_for_the_daemon_info(host: HostProcess) -> None:
-    profile = rpc_profile(host.env, host.pid)
+    profile = host.env.wait_for_profile(host.pid)
     host.send({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "e"})
     assert add_magnet(profile, "magnet:?xt=1")[0] == 200
     assert add_magnet(profile, "magnet:?xt=2")[0] == 200
@@ -361,8 +343,8 @@ def test_events_during_startup_wait_for_the_daemon_info(host: HostProcess) -> No
 
 
 def test_torrent_event_and_link_endpoint_errors(host: HostProcess) -> None:
-    profile = rpc_profile(host.env, host.pid)
-    port, token = int(profile["port"]), profile["token"]  # type: ignore[call-overload]
+    profile = host.env.wait_for_profile(host.pid)
+    port, token = int(profile["port"]), profile["token"]
     as_json = {"Content-Type": "application/json"}
     ok = json.dumps({"file_name": "a.torrent", "contents_base64": "ZDE6YWUx"}).encode()
     assert http(port, f"/add-torrent?token={token}", "POST", ok, as_json)[0] == 200

@@ -5,19 +5,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from jst_tests.hostproc import HostEnv, HostProcess, gone_within, kill_if_alive, running_host
+from jst_tests.faults.harness import wait_until
+from jst_tests.hostproc import HostEnv, HostProcess, running_host
 
 BIN = Path(sys.executable).parent
 LINK_HANDLER = str(BIN / "jst-link-handler")
@@ -25,57 +26,39 @@ MAGNET = "magnet:?xt=urn:btih:" + "c" * 40 + '&dn=A & "B"&tr=udp%3A%2F%2Fx'
 TORRENT = b"d8:announce9:udp://x:14:infod6:lengthi1e4:name1:a12:piece lengthi16384e6:pieces0:ee"
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> HostEnv:
-    host_env = HostEnv(tmp_path)
-    host_env.setup()
-    return host_env
-
-
-def link(env: HostEnv, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    environ = env.environ(JST_LINK_HANDLER_DIALOG="0", **extra)
+def link(host_env: HostEnv, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    environ = host_env.environ(JST_LINK_HANDLER_DIALOG="0", **extra)
     return subprocess.run(
         [LINK_HANDLER, *args], capture_output=True, text=True, env=environ, timeout=60, check=False
     )
 
 
-def wait_for_profile(env: HostEnv, pid: int) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if env.rpc_info.exists():
-            for profile in env.profiles():
-                if profile["pid"] == pid:
-                    return profile
-        time.sleep(0.02)
-    raise AssertionError(f"no profile for pid {pid}")
-
-
 @pytest.fixture
-def host(env: HostEnv) -> Iterator[HostProcess]:
-    with running_host(env) as h:
-        wait_for_profile(env, h.pid)
+def host(host_env: HostEnv) -> Iterator[HostProcess]:
+    with running_host(host_env) as h:
+        host_env.wait_for_profile(h.pid)
         yield h
 
 
 # -- with a host running ----------------------------------------------------------------------
 
 
-def test_magnet_reaches_the_running_host_quietly(env: HostEnv, host: HostProcess) -> None:
-    result = link(env, MAGNET)
+def test_magnet_reaches_the_running_host_quietly(host_env: HostEnv, host: HostProcess) -> None:
+    result = link(host_env, MAGNET)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert host.recv() == {"event": "MagnetAdded", "payload": {"link": MAGNET}}
-    log = (env.rpc_info.parent / "jst-link-handler.log").read_text()
+    log = (host_env.rpc_info.parent / "jst-link-handler.log").read_text()
     assert "via unix:" in log  # our own host's private socket
     assert "finished successfully" in log
 
 
 @pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
 def test_torrent_file_reaches_the_host(
-    env: HostEnv, host: HostProcess, tmp_path: Path, as_uri: bool
+    host_env: HostEnv, host: HostProcess, tmp_path: Path, as_uri: bool
 ) -> None:
     path = tmp_path / "My Show [1080p].torrent"
     path.write_bytes(TORRENT)
-    result = link(env, path.as_uri() if as_uri else str(path))
+    result = link(host_env, path.as_uri() if as_uri else str(path))
     assert (result.returncode, result.stderr) == (0, "")
     assert host.recv() == {
         "event": "TorrentAdded",
@@ -87,18 +70,18 @@ def test_torrent_file_reaches_the_host(
     }
 
 
-def test_hosts_of_the_original_are_reached_over_tcp(env: HostEnv, host: HostProcess) -> None:
-    doc = json.loads(env.rpc_info.read_text())
+def test_hosts_of_the_original_are_reached_over_tcp(host_env: HostEnv, host: HostProcess) -> None:
+    doc = json.loads(host_env.rpc_info.read_text())
     for profile in doc["profiles"]:
         profile.pop("jst_link", None)  # as the original host writes it
-    env.rpc_info.write_text(json.dumps(doc))
-    assert link(env, MAGNET).returncode == 0
+    host_env.rpc_info.write_text(json.dumps(doc))
+    assert link(host_env, MAGNET).returncode == 0
     assert host.recv()["payload"] == {"link": MAGNET}
-    assert "via tcp:127.0.0.1:" in (env.rpc_info.parent / "jst-link-handler.log").read_text()
+    assert "via tcp:127.0.0.1:" in (host_env.rpc_info.parent / "jst-link-handler.log").read_text()
 
 
-def test_stale_profiles_are_skipped(env: HostEnv, host: HostProcess) -> None:
-    doc = json.loads(env.rpc_info.read_text())
+def test_stale_profiles_are_skipped(host_env: HostEnv, host: HostProcess) -> None:
+    doc = json.loads(host_env.rpc_info.read_text())
     live = doc["profiles"][0]
     stale = [
         # a live pid (this test) whose port is not a host; newer, so tried first
@@ -108,30 +91,30 @@ def test_stale_profiles_are_skipped(env: HostEnv, host: HostProcess) -> None:
     for profile in stale:
         profile.pop("jst_link", None)
     doc["profiles"] = [*stale, live]
-    env.rpc_info.write_text(json.dumps(doc))
-    assert link(env, MAGNET).returncode == 0
+    host_env.rpc_info.write_text(json.dumps(doc))
+    assert link(host_env, MAGNET).returncode == 0
     assert host.recv()["payload"] == {"link": MAGNET}
 
 
 # -- without a host ---------------------------------------------------------------------------
 
 
-def write_dead_profile(env: HostEnv, binary: str) -> None:
-    env.rpc_info.parent.mkdir(parents=True, exist_ok=True)
+def write_dead_profile(host_env: HostEnv, binary: str) -> None:
+    host_env.rpc_info.parent.mkdir(parents=True, exist_ok=True)
     profile = {
         "extension_id": "e", "install_id": "i", "pid": 2**22 + 9, "port": 9, "token": "t",
         "started": 5, "last_used": 5,
         "browser": {"name": "fakebrowser", "binary": binary, "extension_id": "e"},
         "download_roots": [],
     }  # fmt: skip
-    env.rpc_info.write_text(json.dumps({"version": 1, "profiles": [profile]}))
-    (env.rpc_info.parent / "jstorrent-native.env").write_text(
+    host_env.rpc_info.write_text(json.dumps({"version": 1, "profiles": [profile]}))
+    (host_env.rpc_info.parent / "jstorrent-native.env").write_text(
         "LAUNCH_URL=http://127.0.0.1:9/launch\n"
     )
 
 
-def install_fake_browser(env: HostEnv, name: str) -> Path:
-    script = env.bin_dir / name
+def install_fake_browser(host_env: HostEnv, name: str) -> Path:
+    script = host_env.bin_dir / name
     script.write_text(
         f'#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / "fake_browser.py"} "$@"\n'
     )
@@ -150,28 +133,36 @@ def read_frame(path: Path, timeout: float = 10) -> dict[str, Any]:
     raise AssertionError("the started host wrote no frame")
 
 
-@pytest.fixture
-def browser_dir(env: HostEnv) -> Iterator[Path]:
-    directory = env.base / "browser"
-    directory.mkdir()
-    yield directory
-    pids = directory / "pids"
-    if pids.exists():
-        for pid in pids.read_text().split():
-            kill_if_alive(int(pid))
-        for pid in pids.read_text().split():
-            assert gone_within(int(pid), 2)
+@contextmanager
+def waiting_link_handler(host_env: HostEnv, browser_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A link-handler that finds no host, opens the stand-in browser (which starts none)
+    and is left waiting for one; ended at exit if it still runs."""
+    browser = install_fake_browser(host_env, "fakebrowser")
+    write_dead_profile(host_env, str(browser))
+    environ = host_env.environ(
+        JST_LINK_HANDLER_DIALOG="0", FAKE_BROWSER_DIR=str(browser_dir), FAKE_BROWSER_STARTS_HOST="0"
+    )
+    proc = subprocess.Popen(
+        [LINK_HANDLER, MAGNET], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ
+    )
+    try:
+        wait_until(lambda: (browser_dir / "argv.json").exists(), 10, "the browser to open")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 @pytest.mark.parametrize("recorded", ["fakebrowser", "/bin/bash"])
 def test_without_a_host_the_browser_is_opened_and_the_link_delivered(
-    env: HostEnv, browser_dir: Path, recorded: str
+    host_env: HostEnv, browser_dir: Path, recorded: str
 ) -> None:
-    browser = install_fake_browser(env, "fakebrowser")
-    install_fake_browser(env, "xdg-open")  # the desktop default, used for a shell
-    write_dead_profile(env, str(browser) if recorded == "fakebrowser" else recorded)
+    browser = install_fake_browser(host_env, "fakebrowser")
+    install_fake_browser(host_env, "xdg-open")  # the desktop default, used for a shell
+    write_dead_profile(host_env, str(browser) if recorded == "fakebrowser" else recorded)
     result = link(
-        env,
+        host_env,
         MAGNET,
         FAKE_BROWSER_DIR=str(browser_dir),
         FAKE_BROWSER_HOST=str(BIN / "jst-native-host"),
@@ -186,11 +177,13 @@ def test_without_a_host_the_browser_is_opened_and_the_link_delivered(
 
 
 @pytest.mark.slow
-def test_without_a_host_and_no_host_appearing_it_times_out(env: HostEnv, browser_dir: Path) -> None:
-    browser = install_fake_browser(env, "fakebrowser")
-    write_dead_profile(env, str(browser))
+def test_without_a_host_and_no_host_appearing_it_times_out(
+    host_env: HostEnv, browser_dir: Path
+) -> None:
+    browser = install_fake_browser(host_env, "fakebrowser")
+    write_dead_profile(host_env, str(browser))
     started = time.monotonic()
-    result = link(env, MAGNET, FAKE_BROWSER_DIR=str(browser_dir), FAKE_BROWSER_STARTS_HOST="0")
+    result = link(host_env, MAGNET, FAKE_BROWSER_DIR=str(browser_dir), FAKE_BROWSER_STARTS_HOST="0")
     assert result.returncode == 1
     assert "Reason: Timed out waiting for native host to start" in result.stderr
     assert 9.5 < time.monotonic() - started < 20
@@ -199,10 +192,10 @@ def test_without_a_host_and_no_host_appearing_it_times_out(env: HostEnv, browser
 # -- bad input ------------------------------------------------------------------------------
 
 
-def test_usage_errors_exit_2(env: HostEnv) -> None:
-    assert link(env).returncode == 2
-    assert link(env, MAGNET, "extra").returncode == 2
-    version = link(env, "--version")
+def test_usage_errors_exit_2(host_env: HostEnv) -> None:
+    assert link(host_env).returncode == 2
+    assert link(host_env, MAGNET, "extra").returncode == 2
+    version = link(host_env, "--version")
     assert (version.returncode, version.stdout.startswith("jst-link-handler ")) == (0, True)
 
 
@@ -228,11 +221,11 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[str, str]]:
      "not a torrent", "too large", "remote file uri"],
 )  # fmt: skip
 def test_bad_input_is_refused_clearly_without_launching_anything(
-    env: HostEnv, tmp_path: Path, case: str
+    host_env: HostEnv, tmp_path: Path, case: str
 ) -> None:
-    install_fake_browser(env, "xdg-open")
+    install_fake_browser(host_env, "xdg-open")
     target, message = bad_inputs(tmp_path)[case]
-    result = link(env, target, FAKE_BROWSER_DIR=str(tmp_path))
+    result = link(host_env, target, FAKE_BROWSER_DIR=str(tmp_path))
     assert result.returncode == 1
     assert result.stderr.startswith("JSTorrent could not process your link.\n\nReason: ")
     assert message in result.stderr
@@ -241,11 +234,11 @@ def test_bad_input_is_refused_clearly_without_launching_anything(
     assert not (tmp_path / "argv.json").exists()  # no browser was opened
 
 
-def test_failure_shows_the_error_dialog(env: HostEnv, tmp_path: Path) -> None:
-    zenity = env.bin_dir / "zenity"
+def test_failure_shows_the_error_dialog(host_env: HostEnv, tmp_path: Path) -> None:
+    zenity = host_env.bin_dir / "zenity"
     zenity.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/zenity.args"\n')
     zenity.chmod(0o755)
-    environ = env.environ()
+    environ = host_env.environ()
     result = subprocess.run(
         [LINK_HANDLER, "magnet:?dn=x"], capture_output=True, text=True, env=environ, timeout=30,
         check=False,
@@ -255,18 +248,3 @@ def test_failure_shows_the_error_dialog(env: HostEnv, tmp_path: Path) -> None:
     assert "--error" in args
     assert "--title=JSTorrent Error" in args
     assert "Reason: Not a BitTorrent magnet link" in args
-
-
-def test_sigint_is_a_quiet_exit(env: HostEnv, browser_dir: Path) -> None:
-    browser = install_fake_browser(env, "fakebrowser")
-    write_dead_profile(env, str(browser))
-    environ = env.environ(
-        JST_LINK_HANDLER_DIALOG="0", FAKE_BROWSER_DIR=str(browser_dir), FAKE_BROWSER_STARTS_HOST="0"
-    )
-    proc = subprocess.Popen(
-        [LINK_HANDLER, MAGNET], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ
-    )
-    time.sleep(1.5)  # waiting for a host by now
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=10)
-    assert (proc.returncode, err) == (0, b"")

@@ -14,7 +14,6 @@ import socket
 import socketserver
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,12 @@ from playwright.sync_api import BrowserContext, Playwright, Worker, sync_playwri
 
 from jst.host.roots import root_key
 from jst_tests.e2e.browser import CHROMIUM, install_manifest, launch_args
-from jst_tests.hostproc import gone_within
+from jst_tests.hostproc import HostEnv, gone_within
 
 
 @attrs.define
-class Setup:
-    base: Path
-    install_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
-
-    @property
-    def config_dir(self) -> Path:
-        return self.base / "config"
+class Setup(HostEnv):
+    """A host environment whose install already has one download root."""
 
     @property
     def root(self) -> Path:
@@ -47,8 +41,7 @@ class Setup:
         return root_key(str(self.root))
 
     def host_pids(self) -> list[int]:
-        doc = json.loads((self.config_dir / "jstorrent-native" / "rpc-info.json").read_text())
-        return [p["pid"] for p in doc["profiles"] if p["install_id"] == self.install_id]
+        return [p["pid"] for p in self.profiles() if p["install_id"] == self.install_id]
 
 
 @pytest.fixture
@@ -63,9 +56,8 @@ def setup(tmp_path: Path) -> Setup:
         "download_roots": [{"key": s.key, "path": str(s.root), "display_name": "Downloads",
                             "removable": False, "last_stat_ok": True, "last_checked": 1}],
     }  # fmt: skip
-    app = s.config_dir / "jstorrent-native"
-    app.mkdir(parents=True)
-    (app / "rpc-info.json").write_text(json.dumps({"version": 1, "profiles": [profile]}))
+    s.rpc_info.parent.mkdir(parents=True)
+    s.rpc_info.write_text(json.dumps({"version": 1, "profiles": [profile]}))
     install_manifest(tmp_path / "profile", tmp_path / "home")
     return s
 

@@ -49,13 +49,6 @@ def block(n: int) -> bytes:
     return struct.pack("<I", n) * (MiB // 4)
 
 
-@pytest.fixture
-def host_env(tmp_path: Path) -> HostEnv:
-    env = HostEnv(tmp_path)
-    env.setup()
-    return env
-
-
 Supervised = tuple[HostProcess, int, str, str, Path]
 
 

@@ -6,7 +6,8 @@ import json
 import signal
 import struct
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -22,19 +23,12 @@ from jst_tests.faults.harness import (
     start_host,
     wait_until,
 )
-from jst_tests.hostproc import EXTENSION_ID, HostEnv, gone_within, running_host
-from jst_tests.test_link_handler import MAGNET, link, wait_for_profile
+from jst_tests.hostproc import EXTENSION_ID, HostEnv, HostProcess, gone_within, running_host
+from jst_tests.test_link_handler import MAGNET, link
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> HostEnv:
-    host_env = HostEnv(tmp_path)
-    host_env.setup()
-    return host_env
-
-
-def handshake_request(env: HostEnv) -> dict[str, str]:
-    return {"op": "handshake", "extensionId": EXTENSION_ID, "installId": env.install_id}
+def handshake_request(host_env: HostEnv) -> dict[str, str]:
+    return {"op": "handshake", "extensionId": EXTENSION_ID, "installId": host_env.install_id}
 
 
 def assert_all_gone(pids: set[int], within: float) -> None:
@@ -43,17 +37,29 @@ def assert_all_gone(pids: set[int], within: float) -> None:
         assert gone_within(pid, max(0.05, deadline - time.monotonic())), f"pid {pid} survived"
 
 
+@contextmanager
+def picking_host(host_env: HostEnv) -> Iterator[tuple[HostProcess, int, int]]:
+    """A handshaken host with a folder dialog open: (host, daemon pid, dialog pid)."""
+    with running_host(host_env, JST_FOLDER_PICKER=sleeping_picker(host_env)) as host:
+        host.handshake()
+        daemon = host.daemon_pid()
+        host.send({"op": "pickDownloadDirectory"})
+        yield host, daemon, picker_pid(host_env)
+
+
 @pytest.mark.parametrize("moment", ["before", "during", "after"])
-def test_host_killed_around_the_handshake_leaves_nothing_running(env: HostEnv, moment: str) -> None:
+def test_host_killed_around_the_handshake_leaves_nothing_running(
+    host_env: HostEnv, moment: str
+) -> None:
     fault = "host.handshake.before-reply" if moment == "during" else None
-    host = start_host(env, fault)
+    host = start_host(host_env, fault)
     try:
         watch = DaemonWatch(host.pid)
-        wait_until(lambda: env.rpc_info.exists(), 10, "the startup write")
+        wait_until(lambda: host_env.rpc_info.exists(), 10, "the startup write")
         if moment == "before":
             host.proc.kill()
         elif moment == "during":
-            host.send(handshake_request(env))  # the host kills itself before replying
+            host.send(handshake_request(host_env))  # the host kills itself before replying
         else:
             host.handshake()
             host.proc.kill()
@@ -63,19 +69,15 @@ def test_host_killed_around_the_handshake_leaves_nothing_running(env: HostEnv, m
         if moment != "before":
             assert daemons, "the handshake should have started a daemon"
         assert_all_gone(daemons, 1.0 - (time.monotonic() - killed_at) + 0.1)
-        parse_rpc_info(env.rpc_info.read_bytes())  # whole and valid
+        parse_rpc_info(host_env.rpc_info.read_bytes())  # whole and valid
     finally:
         host.cleanup()
-    with running_host(env) as again:  # and the next host starts normally
+    with running_host(host_env) as again:  # and the next host starts normally
         assert again.handshake()["ok"]
 
 
-def test_host_killed_during_a_folder_pick_takes_the_dialog_along(env: HostEnv) -> None:
-    with running_host(env, JST_FOLDER_PICKER=sleeping_picker(env)) as host:
-        host.handshake()
-        daemon = host.daemon_pid()
-        host.send({"op": "pickDownloadDirectory"})
-        picker = picker_pid(env)
+def test_host_killed_during_a_folder_pick_takes_the_dialog_along(host_env: HostEnv) -> None:
+    with picking_host(host_env) as (host, daemon, picker):
         host.proc.kill()
         host.proc.wait()
         assert gone_within(daemon, 1.0)
@@ -86,47 +88,43 @@ STEPS = ["rpcinfo.after-temp-write", "rpcinfo.before-rename", "rpcinfo.after-ren
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_host_killed_inside_an_rpc_info_update_loses_nothing(env: HostEnv, step: str) -> None:
-    old_root = env.base / "Old"
-    new_root = env.base / "New"
+def test_host_killed_inside_an_rpc_info_update_loses_nothing(host_env: HostEnv, step: str) -> None:
+    old_root = host_env.base / "Old"
+    new_root = host_env.base / "New"
     old_root.mkdir()
     new_root.mkdir()
-    with running_host(env) as first:
+    with running_host(host_env) as first:
         first.handshake()
-        env.picker_answer.write_text(str(old_root))
+        host_env.picker_answer.write_text(str(old_root))
         assert first.request({"op": "pickDownloadDirectory"})["ok"]
-    before = env.rpc_info.read_bytes()
+    before = host_env.rpc_info.read_bytes()
     # Writes: startup (1), handshake (2), then the pick (3) dies at ``step``.
-    host = start_host(env, f"{step}@3")
+    host = start_host(host_env, f"{step}@3")
     try:
         host.handshake()
         daemon = host.daemon_pid()
-        env.picker_answer.write_text(str(new_root))
+        host_env.picker_answer.write_text(str(new_root))
         host.send({"op": "pickDownloadDirectory"})
         host.proc.wait(10)
         assert host.proc.returncode == -signal.SIGKILL
         assert gone_within(daemon, 1.0)
     finally:
         host.cleanup()
-    info = parse_rpc_info(env.rpc_info.read_bytes())  # old or new, never partial
-    [profile] = [p for p in info.profiles if p.install_id == env.install_id]
+    info = parse_rpc_info(host_env.rpc_info.read_bytes())  # old or new, never partial
+    [profile] = [p for p in info.profiles if p.install_id == host_env.install_id]
     paths = [r.path for r in profile.download_roots]
     expected_new = step == "rpcinfo.after-rename"
     assert paths == ([str(old_root), str(new_root)] if expected_new else [str(old_root)])
     if not expected_new:
-        assert json.loads(env.rpc_info.read_bytes())["profiles"] != []
-        assert len(env.rpc_info.read_bytes()) >= len(before) - 200  # the old version
-    with running_host(env) as again:  # the lock died with the host: updates go on
+        assert json.loads(host_env.rpc_info.read_bytes())["profiles"] != []
+        assert len(host_env.rpc_info.read_bytes()) >= len(before) - 200  # the old version
+    with running_host(host_env) as again:  # the lock died with the host: updates go on
         roots = again.handshake()["payload"]["roots"]
         assert str(old_root) in [r["path"] for r in roots]
 
 
-def test_stdin_eof_with_a_request_in_flight(env: HostEnv) -> None:
-    with running_host(env, JST_FOLDER_PICKER=sleeping_picker(env)) as host:
-        host.handshake()
-        daemon = host.daemon_pid()
-        host.send({"op": "pickDownloadDirectory"})
-        picker = picker_pid(env)
+def test_stdin_eof_with_a_request_in_flight(host_env: HostEnv) -> None:
+    with picking_host(host_env) as (host, daemon, picker):
         host.close_stdin()
         assert host.proc.wait(2) == 0
         assert gone_within(daemon, 1.0)
@@ -138,8 +136,10 @@ def test_stdin_eof_with_a_request_in_flight(env: HostEnv) -> None:
     [struct.pack("<I", 50) + b'{"op":"hand', struct.pack("<I", 64 * 1024 * 1024), b"\x01\x00"],
     ids=["half-frame", "over-the-cap", "half-length"],
 )
-def test_broken_stream_from_the_browser_ends_host_and_daemon(env: HostEnv, garbage: bytes) -> None:
-    with running_host(env) as host:
+def test_broken_stream_from_the_browser_ends_host_and_daemon(
+    host_env: HostEnv, garbage: bytes
+) -> None:
+    with running_host(host_env) as host:
         host.handshake()
         daemon = host.daemon_pid()
         host.send_raw(garbage)
@@ -149,12 +149,10 @@ def test_broken_stream_from_the_browser_ends_host_and_daemon(env: HostEnv, garba
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signals_end_host_daemon_and_dialog_within_two_seconds(env: HostEnv, signum: int) -> None:
-    with running_host(env, JST_FOLDER_PICKER=sleeping_picker(env)) as host:
-        host.handshake()
-        daemon = host.daemon_pid()
-        host.send({"op": "pickDownloadDirectory"})
-        picker = picker_pid(env)
+def test_signals_end_host_daemon_and_dialog_within_two_seconds(
+    host_env: HostEnv, signum: int
+) -> None:
+    with picking_host(host_env) as (host, daemon, picker):
         started = time.monotonic()
         host.proc.send_signal(signum)
         assert host.proc.wait(2) == 0
@@ -169,17 +167,19 @@ def test_signals_end_host_daemon_and_dialog_within_two_seconds(env: HostEnv, sig
      b'{"version":1,"profiles":[' + b'{"pid":1},' * 2_000_000 + b'{"pid":1}]}'],
     ids=["truncated", "not-json", "wrong-types", "huge"],
 )  # fmt: skip
-def test_hostile_rpc_info_is_kept_aside_and_the_host_goes_on(env: HostEnv, content: bytes) -> None:
-    env.rpc_info.parent.mkdir(parents=True)
-    env.rpc_info.write_bytes(content)
-    with running_host(env) as host:
+def test_hostile_rpc_info_is_kept_aside_and_the_host_goes_on(
+    host_env: HostEnv, content: bytes
+) -> None:
+    host_env.rpc_info.parent.mkdir(parents=True)
+    host_env.rpc_info.write_bytes(content)
+    with running_host(host_env) as host:
         assert host.handshake()["ok"]
-    [backup] = env.rpc_info.parent.glob("rpc-info.json.corrupt-*")
+    [backup] = host_env.rpc_info.parent.glob("rpc-info.json.corrupt-*")
     assert backup.read_bytes() == content
-    assert [p["install_id"] for p in env.profiles()] == [env.install_id]
+    assert [p["install_id"] for p in host_env.profiles()] == [host_env.install_id]
 
 
-def test_fuzzed_native_messaging_frames_get_answers_not_crashes(env: HostEnv) -> None:
+def test_fuzzed_native_messaging_frames_get_answers_not_crashes(host_env: HostEnv) -> None:
     import random
 
     rng = random.Random(20261121)
@@ -188,7 +188,7 @@ def test_fuzzed_native_messaging_frames_get_answers_not_crashes(env: HostEnv) ->
            "revealInFolder", "HANDSHAKE", "", "nope"]  # fmt: skip
     fields = ["id", "op", "extensionId", "installId", "key", "rootKey", "path", "extra"]
     answered = 0
-    with running_host(env, JST_FOLDER_PICKER="/bin/false") as host:
+    with running_host(host_env, JST_FOLDER_PICKER="/bin/false") as host:
         for n in range(300):
             body: bytes
             roll = rng.random()
@@ -216,15 +216,15 @@ def test_fuzzed_native_messaging_frames_get_answers_not_crashes(env: HostEnv) ->
         )
 
 
-def test_host_leaks_no_fd_or_process_over_many_requests(env: HostEnv) -> None:
-    with running_host(env, JST_FOLDER_PICKER="/bin/false") as host:
+def test_host_leaks_no_fd_or_process_over_many_requests(host_env: HostEnv) -> None:
+    with running_host(host_env, JST_FOLDER_PICKER="/bin/false") as host:
         host.handshake()
-        wait_for_profile(env, host.pid)
+        host_env.wait_for_profile(host.pid)
         before_fds, before_children = open_fds(host.pid), descendants(host.pid)
         for n in range(20):
             assert host.request({"op": "pickDownloadDirectory"})["ok"] is False  # cancelled
             assert host.request({"op": "openFile", "rootKey": "k", "path": "x"})["ok"] is False
-            assert link(env, f"{MAGNET}&n={n}").returncode == 0
+            assert link(host_env, f"{MAGNET}&n={n}").returncode == 0
             assert host.recv()["event"] == "MagnetAdded"
             host.handshake()
         time.sleep(0.3)
@@ -234,27 +234,27 @@ def test_host_leaks_no_fd_or_process_over_many_requests(env: HostEnv) -> None:
 
 @pytest.mark.slow
 def test_a_host_frozen_inside_an_update_delays_others_but_never_hangs_them(
-    env: HostEnv,
+    host_env: HostEnv,
 ) -> None:
-    folder = env.base / "Frozen"
+    folder = host_env.base / "Frozen"
     folder.mkdir()
     # Writes: startup (1), handshake (2); the pick's write (3) stops holding the lock.
-    frozen = start_host(env, "rpcinfo.before-rename@3=stop")
+    frozen = start_host(host_env, "rpcinfo.before-rename@3=stop")
     try:
         frozen.handshake()
-        env.picker_answer.write_text(str(folder))
+        host_env.picker_answer.write_text(str(folder))
         frozen.send({"op": "pickDownloadDirectory"})
         wait_until(lambda: psutil.Process(frozen.pid).status() == psutil.STATUS_STOPPED, 10,
                    "the host to freeze")  # fmt: skip
-        with running_host(env) as other:
+        with running_host(host_env) as other:
             started = time.monotonic()
-            reply = other.request(handshake_request(env) | {"installId": "other"}, timeout=20)
+            reply = other.request(handshake_request(host_env) | {"installId": "other"}, timeout=20)
             assert reply["ok"] is False  # an answer, after the lock's bounded wait
             assert reply["error"] == "Failed to update extension ID or install ID"
             assert time.monotonic() - started < 15
             frozen.proc.kill()  # its lock dies with it
             frozen.proc.wait()
-            assert other.request(handshake_request(env) | {"installId": "other"})["ok"]
-        parse_rpc_info(env.rpc_info.read_bytes())
+            assert other.request(handshake_request(host_env) | {"installId": "other"})["ok"]
+        parse_rpc_info(host_env.rpc_info.read_bytes())
     finally:
         frozen.cleanup()

@@ -12,23 +12,13 @@ from typing import Any
 
 import pytest
 
-from jst_tests.faults.harness import wait_until
 from jst_tests.hostproc import HostEnv, HostProcess, running_host
 from jst_tests.test_link_handler import (
     LINK_HANDLER,
     MAGNET,
-    install_fake_browser,
     link,
-    wait_for_profile,
-    write_dead_profile,
+    waiting_link_handler,
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> HostEnv:
-    host_env = HostEnv(tmp_path)
-    host_env.setup()
-    return host_env
 
 
 def events(host: HostProcess, within: float = 1.5) -> list[dict[str, Any]]:
@@ -44,20 +34,20 @@ def events(host: HostProcess, within: float = 1.5) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("point", "expected"), [("link.before-send", 0), ("link.after-send", 1)])
-def test_link_handler_killed_mid_delivery(env: HostEnv, point: str, expected: int) -> None:
-    with running_host(env) as host:
-        wait_for_profile(env, host.pid)
-        killed = link(env, MAGNET, JST_FAULT=point)
+def test_link_handler_killed_mid_delivery(host_env: HostEnv, point: str, expected: int) -> None:
+    with running_host(host_env) as host:
+        host_env.wait_for_profile(host.pid)
+        killed = link(host_env, MAGNET, JST_FAULT=point)
         assert killed.returncode == -signal.SIGKILL
         assert len(events(host)) == expected  # never twice, never half
-        assert link(env, MAGNET + "&again").returncode == 0  # the host is unharmed
+        assert link(host_env, MAGNET + "&again").returncode == 0  # the host is unharmed
         assert [e["payload"]["link"] for e in events(host)] == [MAGNET + "&again"]
 
 
-def test_two_link_handlers_at_once_each_deliver_once(env: HostEnv) -> None:
-    with running_host(env) as host:
-        wait_for_profile(env, host.pid)
-        environ = env.environ(JST_LINK_HANDLER_DIALOG="0")
+def test_two_link_handlers_at_once_each_deliver_once(host_env: HostEnv) -> None:
+    with running_host(host_env) as host:
+        host_env.wait_for_profile(host.pid)
+        environ = host_env.environ(JST_LINK_HANDLER_DIALOG="0")
         procs = [
             subprocess.Popen([LINK_HANDLER, f"{MAGNET}&n={n}"], env=environ,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -68,68 +58,39 @@ def test_two_link_handlers_at_once_each_deliver_once(env: HostEnv) -> None:
         assert got == [f"{MAGNET}&n=0", f"{MAGNET}&n=1"]
 
 
-def test_host_restarting_while_a_link_handler_waits(env: HostEnv) -> None:
-    browser = install_fake_browser(env, "fakebrowser")
-    write_dead_profile(env, str(browser))
-    (env.base / "browser").mkdir()
-    waiting = subprocess.Popen(
-        [LINK_HANDLER, MAGNET],
-        env=env.environ(JST_LINK_HANDLER_DIALOG="0", FAKE_BROWSER_DIR=str(env.base / "browser"),
-                        FAKE_BROWSER_STARTS_HOST="0"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+def test_host_restarting_while_a_link_handler_waits(host_env: HostEnv, browser_dir: Path) -> None:
     first = second = None
-    try:
-        wait_until(lambda: (env.base / "browser" / "argv.json").exists(), 10, "the browser")
-        first = HostProcess(env)
-        wait_for_profile(env, first.pid)
-        first.proc.kill()  # the host dies right after it appeared
-        first.proc.wait()
-        second = HostProcess(env)
-        wait_for_profile(env, second.pid)
-        status = waiting.wait(20)
-        delivered = len(events(first, 0.1)) + len(events(second))
-        if status == 0:
-            assert delivered == 1, "reported success, so exactly once"
-        else:
-            assert status == 1
-            assert delivered <= 1
-            assert b"Reason:" in waiting.communicate()[1]
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-        for host in (first, second):
-            if host is not None:
-                host.cleanup()
-        pids = env.base / "browser" / "pids"
-        if pids.exists():
-            for pid in pids.read_text().split():
-                subprocess.run(["kill", "-9", pid], check=False)
+    with waiting_link_handler(host_env, browser_dir) as waiting:
+        try:
+            first = HostProcess(host_env)
+            host_env.wait_for_profile(first.pid)
+            first.proc.kill()  # the host dies right after it appeared
+            first.proc.wait()
+            second = HostProcess(host_env)
+            host_env.wait_for_profile(second.pid)
+            status = waiting.wait(20)
+            delivered = len(events(first, 0.1)) + len(events(second))
+            if status == 0:
+                assert delivered == 1, "reported success, so exactly once"
+            else:
+                assert status == 1
+                assert delivered <= 1
+                assert waiting.stderr is not None
+                assert b"Reason:" in waiting.stderr.read()
+        finally:
+            for host in (first, second):
+                if host is not None:
+                    host.cleanup()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signals_end_a_waiting_link_handler_quietly(env: HostEnv, signum: int) -> None:
-    browser = install_fake_browser(env, "fakebrowser")
-    write_dead_profile(env, str(browser))
-    (env.base / "browser").mkdir()
-    proc = subprocess.Popen(
-        [LINK_HANDLER, MAGNET],
-        env=env.environ(JST_LINK_HANDLER_DIALOG="0", FAKE_BROWSER_DIR=str(env.base / "browser"),
-                        FAKE_BROWSER_STARTS_HOST="0"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: (env.base / "browser" / "argv.json").exists(), 10, "the browser")
+def test_signals_end_a_waiting_link_handler_quietly(
+    host_env: HostEnv, browser_dir: Path, signum: int
+) -> None:
+    with waiting_link_handler(host_env, browser_dir) as proc:
         started = time.monotonic()
         proc.send_signal(signum)
         _out, err = proc.communicate(timeout=2)
         assert time.monotonic() - started < 2
         assert (proc.returncode, err) == (0, b"")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pids = env.base / "browser" / "pids"
-        if pids.exists():
-            for pid in pids.read_text().split():
-                subprocess.run(["kill", "-9", pid], check=False)
-    assert json.loads((env.base / "browser" / "argv.json").read_text())  # it had launched
+    assert json.loads((browser_dir / "argv.json").read_text())  # it had launched
