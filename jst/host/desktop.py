@@ -52,8 +52,8 @@ def picker_command(title: str, initial: str) -> list[str] | None:
         return [*shlex.split(override), title, initial]
     if sys.platform == "darwin":
         script = (
-            f"POSIX path of (choose folder with prompt {_applescript(title)} "
-            f"default location POSIX file {_applescript(initial)})"
+            f"POSIX path of (choose folder with prompt {applescript_string(title)} "
+            f"default location POSIX file {applescript_string(initial)})"
         )
         return ["osascript", "-e", script]
     if sys.platform == "win32":
@@ -76,7 +76,7 @@ def picker_command(title: str, initial: str) -> list[str] | None:
     return None
 
 
-def _applescript(text: str) -> str:
+def applescript_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

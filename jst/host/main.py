@@ -314,8 +314,8 @@ class Host:
             except StoreError as exc:
                 log.error("handshake: %s", exc)
                 return messages.failure(req.id, "Failed to update extension ID or install ID")
-            self._supervisor.extension_id = req.extension_id
-            self._supervisor.roots = {r.key: r.path for r in self.roots}
+            # ensure_running pushes it to a running daemon, or to the one it starts.
+            self._supervisor.configure(req.extension_id, self.roots)
         try:
             port, token = await self._supervisor.ensure_running(req.install_id)
         except DaemonUnavailable as exc:
@@ -335,9 +335,7 @@ class Host:
             self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
         finally:
             self.record.roots = None
-        await self._supervisor.update_config(
-            self.record.extension_id, {r.key: r.path for r in self.roots}
-        )
+        await self._supervisor.update_config(self.record.extension_id, self.roots)
 
     async def _pick_response(self, req: messages.PickDownloadDirectory) -> dict[str, Any]:
         try:

@@ -51,6 +51,7 @@ import trio
 from jst import config, control
 from jst.control_stream import ControlStream
 from jst.host.control_server import ControlListener
+from jst.rpcinfo import DownloadRoot
 
 log = logging.getLogger("jst.host.daemon")
 
@@ -117,7 +118,6 @@ class Supervisor:
     token: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     state: DaemonState = DaemonState.STOPPED
     port: int | None = None
-    pid: int | None = None
     install_id: str | None = None
     failure: str | None = None
     # The latest (extension id, roots); pushed on every (re)start and change.
@@ -181,9 +181,13 @@ class Supervisor:
             raise DaemonUnavailable("Daemon not running")
         return self.port, self.token
 
-    async def update_config(self, extension_id: str | None, roots: dict[str, str]) -> None:
+    def configure(self, extension_id: str | None, roots: list[DownloadRoot]) -> None:
+        """What the daemon is told on its next (re)start or ``push``."""
         self.extension_id = extension_id
-        self.roots = dict(roots)
+        self.roots = {root.key: root.path for root in roots}
+
+    async def update_config(self, extension_id: str | None, roots: list[DownloadRoot]) -> None:
+        self.configure(extension_id, roots)
         await self.push()
 
     async def push(self) -> None:
@@ -288,7 +292,6 @@ class Supervisor:
             )
         except OSError as exc:
             raise StartFailed(f"cannot run {self.command[0]}: {exc}", permanent=True) from exc
-        self.pid = proc.pid
         channel: ControlStream | None = None
         try:
             channel = await self._wait_ready(proc)

@@ -19,7 +19,6 @@ import os
 import selectors
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from jst.host import nm
 from jst.install import actions, manifest, xdg
 from jst.install.browsers import Layout
 
@@ -73,10 +73,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def host_check(path: str) -> tuple[bool, str]:
     """Start ``path`` as Chrome would and handshake; (ok, what happened)."""
     config_dir = tempfile.mkdtemp(prefix="jst-doctor-")
-    request = json.dumps(
+    request = nm.encode_frame(
         {"op": "handshake", "extensionId": manifest.EXTENSION_IDS[0],
          "installId": "jst-doctor", "id": "doctor"}
-    ).encode()  # fmt: skip
+    )  # fmt: skip
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -95,11 +95,11 @@ def host_check(path: str) -> tuple[bool, str]:
         return False, f"cannot start it: {exc}"
     try:
         assert proc.stdin is not None
-        proc.stdin.write(struct.pack("<I", len(request)) + request)
+        proc.stdin.write(request)
         proc.stdin.flush()
         deadline = started + HANDSHAKE_TIMEOUT
-        (length,) = struct.unpack("<I", _read_exactly(proc, 4, deadline))
-        if length > 1024 * 1024:
+        (length,) = nm.HEADER.unpack(_read_exactly(proc, nm.HEADER.size, deadline))
+        if length > nm.MAX_OUTBOUND:  # Chrome would drop such a frame too
             return False, f"wrote {length:#x} as a frame length: something else is on its stdout"
         reply: dict[str, Any] = json.loads(_read_exactly(proc, length, deadline))
         elapsed = int((time.monotonic() - started) * 1000)

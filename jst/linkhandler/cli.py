@@ -50,8 +50,9 @@ def show_dialog(text: str) -> None:
             ctypes.windll.user32.MessageBoxW(None, text, TITLE, 0x10)  # type: ignore[attr-defined]
             return
         if sys.platform == "darwin":
-            escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-            script = f'display alert "{TITLE}" message "{escaped}"'
+            from jst.host.desktop import applescript_string
+
+            script = f"display alert {applescript_string(TITLE)} message {applescript_string(text)}"
             argv = ["osascript", "-e", script]
             subprocess.run(argv, check=False, capture_output=True)
             return
