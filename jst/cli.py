@@ -14,6 +14,9 @@ commands:
   install        register jst with the browsers found here (and magnet:/.torrent)
   uninstall      remove exactly what install wrote
   doctor         check every browser can start jst; prints fixes
+  status         what runs now: hosts, io-daemons, roots (--json, --watch)
+  add            hand magnet links and .torrent files to the running JSTorrent
+  rpc            JSON-RPC 2.0 on stdin/stdout for other front-ends
 """
 
 
@@ -40,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jst.install.cli import main as install_main
 
         return install_main(command, rest)
+    if command in ("status", "add", "rpc"):
+        from jst.ui import cli as ui_cli
+
+        ui_main = {"status": ui_cli.status_main, "add": ui_cli.add_main, "rpc": ui_cli.rpc_main}
+        return ui_main[command](rest)
     if command == "link-handler":
         from jst.linkhandler.cli import main as link_main
 

@@ -35,15 +35,26 @@ async def wait_for_host(rpc_info: Path, seconds: float = HOST_WAIT) -> hosts.Hos
     raise LinkError("Timed out waiting for native host to start")
 
 
-async def hand_over(item: Magnet | TorrentFile, exe_dir: Path | None) -> None:
+async def hand_over(
+    item: Magnet | TorrentFile,
+    exe_dir: Path | None,
+    *,
+    launch_browser: bool = True,
+    wait: float = HOST_WAIT,
+) -> hosts.HostAddress:
+    """Deliver ``item``; the host that took it. With no host running: open the browser
+    (unless ``launch_browser`` is false, as for ``jst add``) and wait up to ``wait`` s."""
     rpc_info = config.rpc_info_path()
     host = await hosts.find_host(rpc_info)
     if host is None:
-        base = config.env_setting("LAUNCH_URL", exe_dir) or launch.DEFAULT_LAUNCH_URL
-        url = launch.launch_url(base, item)
-        log.info("no host running; opening %s", base)
-        launch.open_browser(url, launch.recorded_browser(rpc_info))
-        host = await wait_for_host(rpc_info)
+        if launch_browser:
+            base = config.env_setting("LAUNCH_URL", exe_dir) or launch.DEFAULT_LAUNCH_URL
+            url = launch.launch_url(base, item)
+            log.info("no host running; opening %s", base)
+            launch.open_browser(url, launch.recorded_browser(rpc_info))
+        elif wait <= 0:
+            raise LinkError("No JSTorrent host is running")
+        host = await wait_for_host(rpc_info, wait)
     # A host can vanish between its health check and our request (a browser restart).
     # If nothing was sent yet, wait for the next host; once the request is out, never
     # send it again: the host may have taken it, and a link must arrive at most once.
@@ -51,7 +62,7 @@ async def hand_over(item: Magnet | TorrentFile, exe_dir: Path | None) -> None:
     while True:
         try:
             await hosts.deliver(host, item)
-            return
+            return host
         except hosts.HostUnreachable as exc:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
