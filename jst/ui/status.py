@@ -128,10 +128,11 @@ def read_rpc_info(path: Path) -> RpcInfo:
         raise StatusError(f"cannot parse {path}: {exc}") from exc
 
 
-def _iso(ms: int) -> str | None:
-    if ms <= 0:
+def _iso(seconds: int) -> str | None:
+    """``started`` in rpc-info.json is seconds since the epoch (§3.2)."""
+    if seconds <= 0:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ms / 1000))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 def option(argv: list[str], *names: str) -> str | None:

@@ -48,7 +48,7 @@ def _hosts(status: Status) -> Table | Text:
         return Text("hosts: no host running")
     table = Table(title="hosts", title_justify="left")
     for column in ("pid", "kind", "browser", "extension id", "install id", "since", "answers"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for h in status.hosts:
         table.add_row(
             str(h["pid"]), h["kind"], h["browser"] or "-", h["extension_id"] or "-",
@@ -60,20 +60,19 @@ def _hosts(status: Status) -> Table | Text:
 def _daemons(status: Status) -> Table | Text:
     if not status.daemons:
         return Text("daemons: none running")
-    table = Table(title="daemons", title_justify="left")
-    for column in ("pid", "port", "install id", "uptime", "/io", "tcp", "listen", "udp"):
-        table.add_column(column, justify="right" if column != "install id" else "left")
-    for column in ("sent", "received", "send rate", "recv rate"):
+    table = Table(title="daemons (in = from peers, out = to peers)", title_justify="left")
+    for column in ("pid", "port", "of pid", "uptime", "/io", "tcp", "listen", "udp"):
         table.add_column(column, justify="right")
+    for column in ("in", "out", "in/s", "out/s"):
+        table.add_column(column, justify="right", no_wrap=True)
     for d in status.daemons:
         s: dict[str, Any] = d["stats"] or {}
+        counts = ("ws_connections", "tcp_sockets", "tcp_servers", "udp_sockets")
         table.add_row(
-            str(d["pid"]), str(d["port"] or "-"), d["install_id"] or "-",
-            _duration(d["uptime_secs"]),
-            *(str(s.get(k, "-")) for k in ("ws_connections", "tcp_sockets", "tcp_servers",
-                                           "udp_sockets")),
-            _size(s.get("bytes_sent")), _size(s.get("bytes_received")),
-            _rate(d["rate_sent"]), _rate(d["rate_received"]),
+            str(d["pid"]), str(d["port"] or "-"), str(d["parent_pid"]),
+            _duration(d["uptime_secs"]), *(str(s.get(k, "-")) for k in counts),
+            _size(s.get("bytes_received")), _size(s.get("bytes_sent")),
+            _rate(d["rate_received"]), _rate(d["rate_sent"]),
         )  # fmt: skip
     return table
 
@@ -96,7 +95,7 @@ def _roots(status: Status) -> Table | Text:
         return Text("roots: none")
     table = Table(title="download roots", title_justify="left")
     for column in ("key", "name", "path", "install id", "available"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for r in status.roots:
         table.add_row(
             r["key"], r["display_name"] or "-", r["path"], r["install_id"] or "-",

@@ -1,0 +1,181 @@
+"""``jst status``: its table, ``--json``, ``--watch`` and exit statuses, against real hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from jst_tests.hostproc import HostEnv, HostProcess, running_host
+from jst_tests.ioclient import echo_handler, io_session, start_tcp_server
+
+JST = str(Path(sys.executable).parent / "jst")
+
+
+def status(env: HostEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [JST, "status", *args], capture_output=True, text=True, env=env.environ(COLUMNS="200"),
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def status_json(env: HostEnv) -> tuple[int, dict[str, Any]]:
+    result = status(env, "--json")
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return result.returncode, doc
+
+
+@pytest.fixture
+def host(host_env: HostEnv, tmp_path: Path) -> Iterator[HostProcess]:
+    """A host that shook hands (so it runs a daemon) and has one download root."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    host_env.picker_answer.write_text(str(folder))
+    with running_host(host_env) as h:
+        h.handshake()
+        assert h.request({"op": "pickDownloadDirectory"})["ok"]
+        yield h
+
+
+def test_nothing_running(host_env: HostEnv) -> None:
+    result = status(host_env)
+    assert result.returncode == 0, result.stderr
+    assert "no host running" in result.stdout
+    assert "daemons: none running" in result.stdout
+    assert "service: not available" in result.stdout  # until jst.service provides it
+    code, doc = status_json(host_env)
+    assert code == 0
+    assert (doc["ok"], doc["hosts"], doc["daemons"], doc["roots"]) == (True, [], [], [])
+
+
+def test_a_host_its_daemon_and_roots(host_env: HostEnv, host: HostProcess, tmp_path: Path) -> None:
+    daemon_pid = host.daemon_pid()
+    code, doc = status_json(host_env)
+    assert code == 0, doc["problems"]
+    (h,) = doc["hosts"]
+    assert (h["pid"], h["install_id"], h["answering"]) == (host.pid, host_env.install_id, True)
+    assert h["extension_id"] == "abcdefghijklmnopabcdefghijklmnop"
+    (d,) = doc["daemons"]
+    assert (d["pid"], d["parent_pid"], d["install_id"]) == (
+        daemon_pid,
+        host.pid,
+        host_env.install_id,
+    )
+    assert d["port"] == host.handshake()["payload"]["port"]
+    assert set(d["stats"]) >= {"ws_connections", "tcp_sockets", "bytes_sent", "bytes_received"}
+    assert d["rate_received"] == 0  # sampled twice, nothing moved
+    (root,) = doc["roots"]
+    assert (root["path"], root["available"]) == (str(tmp_path / "downloads"), True)
+    text = status(host_env)
+    assert text.returncode == 0
+    for shown in (str(host.pid), str(daemon_pid), str(d["port"]), root["key"], "yes"):
+        assert shown in text.stdout
+    (tmp_path / "downloads").rmdir()  # an unplugged drive: shown, not an error
+    code, doc = status_json(host_env)
+    assert code == 0
+    assert doc["roots"][0]["available"] is False
+
+
+async def test_io_sessions_sockets_and_bytes_are_counted(
+    host_env: HostEnv, host: HostProcess
+) -> None:
+    info = host.handshake()["payload"]
+    async with trio.open_nursery() as nursery:
+        echo_port = await start_tcp_server(nursery, echo_handler)
+        async with io_session(info["port"], info["token"]) as io:
+            assert await io.connect(1, echo_port)
+            await io.tcp_send(1, b"x" * 5000)
+            assert await io.receive_exactly(1, 5000) == b"x" * 5000
+            _, doc = await trio.to_thread.run_sync(status_json, host_env)
+        nursery.cancel_scope.cancel()
+    stats = doc["daemons"][0]["stats"]
+    assert (stats["ws_connections"], stats["tcp_sockets"]) == (1, 1)
+    assert (stats["bytes_sent"], stats["bytes_received"]) == (5000, 5000)
+
+
+def test_unreadable_state_exits_1_with_the_reason(host_env: HostEnv) -> None:
+    host_env.rpc_info.parent.mkdir(parents=True)
+    host_env.rpc_info.write_text("{not json")
+    result = status(host_env)
+    assert result.returncode == 1
+    assert "cannot parse" in result.stderr
+    code, doc = status_json(host_env)
+    assert code == 1
+    assert doc["ok"] is False
+    assert any("cannot parse" in p for p in doc["problems"])
+
+
+def test_a_frozen_host_is_a_problem(host_env: HostEnv, host: HostProcess) -> None:
+    os.kill(host.pid, signal.SIGSTOP)
+    try:
+        code, doc = status_json(host_env)
+    finally:
+        os.kill(host.pid, signal.SIGCONT)
+    assert code == 1
+    assert doc["hosts"][0]["answering"] is False
+    assert any(f"host pid {host.pid}" in p for p in doc["problems"])
+
+
+def test_usage_errors_exit_2(host_env: HostEnv) -> None:
+    assert status(host_env, "--json", "--watch").returncode == 2
+    assert status(host_env, "--nope").returncode == 2
+
+
+def read_pty(fd: int, seconds: float) -> bytes:
+    out = bytearray()
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return bytes(out)
+
+
+def test_watch_redraws_in_place_until_ctrl_c(host_env: HostEnv, host: HostProcess) -> None:
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [JST, "status", "--watch"], stdin=child, stdout=child, stderr=child,
+        env=host_env.environ(COLUMNS="160", LINES="50", TERM="xterm"), start_new_session=True,
+    )  # fmt: skip
+    os.close(child)
+    try:
+        shown = read_pty(main, 3.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    assert str(host.pid) in shown.decode("utf-8", "replace")
+    # Redrawn in place (cursor up / erase line), not a scroll of tables: one header.
+    assert b"\x1b[2K" in shown or b"\x1b[1A" in shown
+    assert shown.count(b"download roots") >= 2  # at least one redraw happened
+
+
+def test_the_host_and_the_daemon_do_not_import_rich() -> None:
+    code = (
+        "import sys, jst.cli, jst.host.main, jst.daemon.main, jst.linkhandler.main, jst.ui.rpc;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
