@@ -179,3 +179,55 @@ def test_the_host_and_the_daemon_do_not_import_rich() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def write_profile(path: Path, pid: int, install_id: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "extension_id": "e", "install_id": install_id, "pid": pid, "port": 9, "token": "t",
+        "started": 5, "last_used": 5, "browser": {"name": "b", "binary": "/b"},
+        "download_roots": [{"key": "k", "path": str(path.parent), "display_name": "d"}],
+    }  # fmt: skip
+    path.write_text(json.dumps({"version": 1, "profiles": [profile]}))
+
+
+def test_a_stale_profile_whose_pid_is_another_program_is_no_host(host_env: HostEnv) -> None:
+    write_profile(host_env.rpc_info, os.getpid(), "stale")  # this pytest is alive, not a host
+    code, doc = status_json(host_env)
+    assert code == 0, doc["problems"]
+    assert doc["hosts"] == []
+    assert [r["install_id"] for r in doc["roots"]] == ["stale"]  # its roots are still shown
+
+
+def test_the_service_is_shown_through_jst_service_query_status(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The interface assumed for issue 15: ``jst.service.query_status(timeout=...)``
+    returns None (no service) or a dict; tokens in it are used and never shown."""
+    import types
+
+    from jst.ui import status as status_mod
+
+    fake = types.ModuleType("jst.service")
+    answers: list[Any] = [None]
+    fake.query_status = lambda timeout: answers[0]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "jst.service", fake)
+    rpc_info = tmp_path / "rpc-info.json"
+    sample = status_mod.gather(rpc_info=rpc_info)
+    assert sample.service == {"available": True, "running": False}
+    answers[0] = {"pid": 2**22 + 7, "version": "x",
+                  "installs": [{"install_id": "i", "port": 1, "token": "secret"}]}  # fmt: skip
+    sample = status_mod.gather(rpc_info=rpc_info)
+    assert sample.service["running"] is True
+    assert sample.service["installs"] == [{"install_id": "i", "port": 1}]
+    assert "secret" not in json.dumps(sample.to_json())
+
+    def broken(timeout: float) -> Any:
+        raise OSError("service.sock refused")
+
+    fake.query_status = broken  # type: ignore[attr-defined]
+    sample = status_mod.gather(rpc_info=rpc_info)
+    assert not sample.ok
+    assert sample.problems == ["cannot query the service: service.sock refused"]
+    monkeypatch.setitem(sys.modules, "jst.service", types.ModuleType("jst.service"))
+    assert status_mod.gather(rpc_info=rpc_info).service == {"available": False, "running": False}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -32,6 +34,8 @@ from jst.linkhandler.target import (
 from jst.rpcinfo import RpcInfoError, parse_rpc_info
 
 Item = Magnet | TorrentFile
+# Where our scripts are: an env file there may set LAUNCH_URL, as for the link-handler.
+EXE_DIR = Path(sys.argv[0]).resolve().parent
 
 
 @attrs.frozen
@@ -111,7 +115,8 @@ async def deliver(item: Item, shown: str, *, wait: float = 0.0, launch: bool = F
     """Hand ``item`` to a running host (waiting up to ``wait`` s for one; opening the
     browser first only if ``launch``). Never raises ``LinkError``: it becomes ``reason``."""
     try:
-        host: hosts.HostAddress = await hand_over(item, None, launch_browser=launch, wait=wait)
+        exe_dir = EXE_DIR
+        host: hosts.HostAddress = await hand_over(item, exe_dir, launch_browser=launch, wait=wait)
     except LinkError as exc:
         return Delivery(shown, reason=str(exc))
     kind = host.address.partition(":")[0]
@@ -136,7 +141,6 @@ async def add_targets(targets: list[str], *, wait: float, launch: bool) -> list[
 
 def main(targets: list[str], *, wait: float, launch: bool, as_json: bool) -> int:
     import json
-    import sys
 
     try:
         results = trio.run(lambda: add_targets(targets, wait=wait, launch=launch))

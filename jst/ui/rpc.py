@@ -37,6 +37,7 @@ front-end's pipe fills), which bounds memory. Protocol rules: ``jst/ui/jsonrpc.p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -90,7 +91,7 @@ def stop_daemon_blocking(install_id: str) -> dict[str, Any]:
     except status.StatusError as exc:
         raise RpcError(STATE_UNREADABLE, "Cannot read state", str(exc)) from exc
     for profile in info.profiles:
-        if profile.pid <= 0 or not psutil.pid_exists(profile.pid):
+        if profile.pid <= 0 or not status.is_host(profile.pid):
             continue
         try:
             children = psutil.Process(profile.pid).children()
@@ -219,7 +220,8 @@ async def handle_line(methods: Methods, line: bytes, out: trio.MemorySendChannel
                 nursery.start_soon(run_slot, i, slot)
     data = jsonrpc.encode_replies([a for a in answers if a is not None], parsed.batch)
     if data:
-        await out.send(data)
+        with contextlib.suppress(trio.BrokenResourceError):  # our stdout was closed
+            await out.send(data)
 
 
 def _read_line() -> tuple[bytes, bool]:

@@ -2,7 +2,8 @@
 
 Everything comes from places a user's own process may read; nothing is written:
 
-* **hosts**: the profiles of ``rpc-info.json`` whose pid is alive; each is asked
+* **hosts**: the profiles of ``rpc-info.json`` whose pid is alive and a host (a stale
+  profile's pid may belong to another program by now); each is asked
   ``/health`` on its link endpoint (loopback, 1 s) so a frozen host shows as such.
 * **daemons**: a host's (or the service's) child processes running the io-daemon; the
   install id comes from their command line, the port from their listening socket (the
@@ -144,6 +145,20 @@ def option(argv: list[str], *names: str) -> str | None:
             if arg.startswith(name + "="):
                 return arg[len(name) + 1 :]
     return None
+
+
+HOST_MARKS = ("native-host", "jst.host", "jst service", "jst.service", "jstorrent")
+
+
+def is_host(pid: int) -> bool:
+    """Is ``pid`` alive and a native-host (ours or the original) or a service? A stale
+    profile's pid may since belong to any other program; that is not a host."""
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    joined = " ".join(argv[:4])
+    return any(mark in joined for mark in HOST_MARKS)
 
 
 def is_daemon(argv: list[str]) -> bool:
@@ -335,7 +350,7 @@ def gather(previous: Status | None = None, rpc_info: Path | None = None) -> Stat
     elapsed = status.taken - previous.taken if previous else None
     parents: list[dict[str, Any]] = []
     for profile in sorted(info.profiles, key=lambda p: p.started):
-        if profile.pid > 0 and psutil.pid_exists(profile.pid):
+        if profile.pid > 0 and is_host(profile.pid):
             host = _host(profile, service_pid, status.problems)
             status.hosts.append(host)
             parents.append(host)
