@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
+import queue
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +234,35 @@ def test_the_service_is_shown_through_jst_service_query_status(
     assert sample.problems == ["cannot query the service: service.sock refused"]
     monkeypatch.setitem(sys.modules, "jst.service", types.ModuleType("jst.service"))
     assert status_mod.gather(rpc_info=rpc_info).service == {"available": False, "running": False}
+
+
+def test_watch_into_a_pipe_prints_one_sample_per_second(host_env: HostEnv) -> None:
+    proc = subprocess.Popen(
+        [JST, "status", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=host_env.environ(),
+    )  # fmt: skip
+    lines: list[str] = []
+    got: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+
+    def read() -> None:
+        for line in proc.stdout or []:
+            got.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum("no host running" in x for x in lines) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                lines.append(got.get(timeout=1))
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        time.sleep(0.2)  # the reader thread takes what is left
+        out = "".join(iter(lambda: got.get_nowait() if not got.empty() else "", ""))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert sum(x.startswith("jst status at ") for x in lines) == 2
+    assert "\x1b[" not in "".join(lines) + out  # no escape codes into a file

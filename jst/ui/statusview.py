@@ -115,16 +115,30 @@ def print_once(status: Status) -> None:
     Console(highlight=False).print(render(status))
 
 
+def _header(status: Status) -> Text:
+    shown = time.strftime("%H:%M:%S")
+    state = "ok" if status.ok else f"{len(status.problems)} problem(s)"
+    return Text(f"jst status at {shown}: {state}; every {WATCH_INTERVAL:g} s, Ctrl-C ends")
+
+
 def watch() -> int:
-    """Redraw every second until Ctrl-C; the exit status of the last sample."""
+    """Redraw every second until Ctrl-C; the exit status of the last sample. On a
+    terminal the view is redrawn in place; into a pipe or a file each sample is printed
+    after the previous one (a log, since nothing can be redrawn there)."""
     console = Console(highlight=False)
     status = gather()
     try:
-        with Live(render(status), console=console, auto_refresh=False, screen=False) as live:
+        if not console.is_terminal:
+            while True:
+                console.print(Group(_header(status), render(status)))
+                time.sleep(WATCH_INTERVAL)
+                status = gather(status)
+        view = Group(_header(status), render(status))
+        with Live(view, console=console, auto_refresh=False, screen=False) as live:
             while True:
                 time.sleep(WATCH_INTERVAL)
                 status = gather(status)
-                live.update(render(status), refresh=True)
+                live.update(Group(_header(status), render(status)), refresh=True)
     except KeyboardInterrupt:
         pass
     return 0 if status.ok else 1
