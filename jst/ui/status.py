@@ -162,8 +162,9 @@ def is_host(pid: int) -> bool:
 
 
 def is_daemon(argv: list[str]) -> bool:
+    """jst-io-daemon, ``jst io-daemon``, ``python -m jst.daemon.cli``, the original's."""
     joined = " ".join(argv[:3])
-    return "jst-io-daemon" in joined or "jst.daemon.cli" in joined or "io-daemon" in argv[1:2]
+    return "io-daemon" in joined or "jst.daemon" in joined
 
 
 def listening_port(proc: psutil.Process, argv: list[str]) -> int | None:
