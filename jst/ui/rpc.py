@@ -103,7 +103,7 @@ def stop_daemon_blocking(install_id: str) -> dict[str, Any]:
                 if not status.is_daemon(argv) or status.option(argv, "--install-id") != install_id:
                     continue
                 port = status.listening_port(child, argv)
-                token = status.daemon_token_from_environment(child)
+                token = status.daemon_token(child, argv)
             except psutil.Error:
                 continue
             try:

@@ -9,8 +9,9 @@ Everything comes from places a user's own process may read; nothing is written:
   install id comes from their command line, the port from their listening socket (the
   ``--listen-fd`` a host hands over, else ``--port``), uptime from the process. The
   counters come from ``GET /stats``, which needs the daemon's token: the service says it
-  (when the daemon is the service's), else the daemon's initial environment
-  (``JST_IO_DAEMON_TOKEN``, readable only by the same user). A daemon whose token cannot be
+  (when the daemon is the service's), else the daemon's command line (the original's
+  hosts pass ``--token``) or its initial environment (``JST_IO_DAEMON_TOKEN``, how a jst
+  host passes it today; readable only by the same user). A daemon whose token cannot be
   found is shown without counters and named in ``problems``. Tokens are never printed.
 * **service**: ``jst.service.query_status`` when that module exists (issue 15); else
   "not available".
@@ -185,8 +186,13 @@ def listening_port(proc: psutil.Process, argv: list[str]) -> int | None:
     return int(listening[0].laddr.port) if listening else None
 
 
-def daemon_token_from_environment(proc: psutil.Process) -> str | None:
-    """The token a host gave its daemon through the environment, if it still shows."""
+def daemon_token(proc: psutil.Process, argv: list[str]) -> str | None:
+    """The daemon's token where its starter left it readable to this user: on its
+    command line (the original's hosts pass ``--token``), else in its initial
+    environment (``JST_IO_DAEMON_TOKEN``, how a jst host passes it today)."""
+    given = option(argv, "--token", "-t")
+    if given:
+        return given
     try:
         return proc.environ().get(TOKEN_ENV) or None
     except (psutil.Error, OSError):
@@ -268,7 +274,7 @@ def _daemon(
         "rate_sent": None,
         "rate_received": None,
     }
-    token = tokens.get(install_id or "") or daemon_token_from_environment(proc)
+    token = tokens.get(install_id or "") or daemon_token(proc, argv)
     if port is None:
         problems.append(f"daemon pid {proc.pid}: no listening port found")
     elif token is None:
