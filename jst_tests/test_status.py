@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 
-from jst_tests.hostproc import HostEnv, HostProcess, running_host
+from jst_tests.hostproc import HostEnv, HostProcess, kill_if_alive, running_host
 from jst_tests.ioclient import echo_handler, io_session, start_tcp_server
 
 JST = str(Path(sys.executable).parent / "jst")
@@ -267,3 +267,43 @@ def test_watch_into_a_pipe_prints_one_sample_per_second(host_env: HostEnv) -> No
     assert proc.returncode == 0
     assert sum(x.startswith("jst status at ") for x in lines) == 2
     assert "\x1b[" not in "".join(lines) + out  # no escape codes into a file
+
+
+def test_a_daemon_started_with_token_on_its_command_line_is_read(host_env: HostEnv) -> None:
+    """As the original's host starts its daemon (``--token`` on argv)."""
+    daemon = str(Path(sys.executable).parent / "jst-io-daemon")
+    code = (
+        "import subprocess, sys, time\n"
+        f"d = subprocess.Popen([{daemon!r}, '--token', 'T0K', '--install-id', 'orig'],"
+        " stdout=subprocess.DEVNULL)\n"
+        "print(d.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    fake_host = subprocess.Popen(
+        [sys.executable, "-c", code, "jstorrent-native-host"], stdout=subprocess.PIPE,
+        text=True, env=host_env.environ(),
+    )  # fmt: skip
+    daemon_pid = 0
+    try:
+        assert fake_host.stdout is not None
+        daemon_pid = int(fake_host.stdout.readline())
+        write_profile(host_env.rpc_info, fake_host.pid, "orig")
+        doc: dict[str, Any] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the daemon listens
+            _, doc = status_json(host_env)
+            if doc["daemons"] and doc["daemons"][0]["stats"]:
+                break
+            time.sleep(0.2)
+        (d,) = doc["daemons"]
+        assert (d["pid"], d["install_id"], d["parent_pid"]) == (daemon_pid, "orig", fake_host.pid)
+        assert d["stats"]["ws_connections"] == 0
+        assert "T0K" not in json.dumps(doc)
+        # The stand-in host serves no /health: that, and only that, is a problem.
+        assert [p for p in doc["problems"] if "daemon" in p] == []
+        assert any(f"host pid {fake_host.pid}" in p for p in doc["problems"])
+    finally:
+        if daemon_pid:
+            kill_if_alive(daemon_pid)
+        fake_host.kill()
+        fake_host.wait()
