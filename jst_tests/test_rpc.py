@@ -333,3 +333,24 @@ def test_fuzzed_input_gets_whole_json_lines_and_the_bridge_lives(rpc: RpcProcess
     rpc.send_raw(b"x" * (4 * 1024 * 1024 + 10) + b"\n")  # over the line limit
     assert error(rpc.recv())[0] == -32700
     assert rpc.call("list_roots", request_id="still alive")["result"] == []
+
+
+def test_a_front_end_that_closed_our_stdout_does_not_crash_the_bridge(host_env: HostEnv) -> None:
+    proc = subprocess.Popen(
+        [JST, "rpc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=host_env.environ(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        proc.stdout.close()  # gone before the first reply
+        request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "list_roots"}).encode()
+        proc.stdin.write((request + b"\n") * 100 + b"x" * (4 * 1024 * 1024 + 1) + b"\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -271,7 +271,8 @@ async def serve() -> None:
                     )
                     if too_long:
                         in_flight.release()
-                        await out.send(jsonrpc.line_too_long())
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            await out.send(jsonrpc.line_too_long())
                         continue
                     if not raw:
                         in_flight.release()
