@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -136,3 +137,17 @@ def test_usage_errors_exit_2(host_env: HostEnv) -> None:
     assert add(host_env).returncode == 2
     assert add(host_env, "--wait", "soon", MAGNET).returncode == 2
     assert add(host_env, "--wait", "-1", MAGNET).returncode == 2
+
+
+def test_a_path_that_is_not_utf8_is_reported_without_a_traceback(
+    host_env: HostEnv, tmp_path: Path
+) -> None:
+    missing = os.fsencode(tmp_path) + b"/\xff.torrent"
+    result = subprocess.run(
+        [os.fsencode(JST), b"add", missing], capture_output=True, timeout=60, check=False,
+        env=host_env.environ(),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr
+    assert b"reason: File does not exist: " in result.stderr
+    assert b"\\udcff.torrent" in result.stderr  # the undecodable byte, shown escaped

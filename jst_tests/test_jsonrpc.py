@@ -180,3 +180,10 @@ def test_any_line_parses_into_answers_that_encode(line: bytes) -> None:
         for reply in doc if isinstance(doc, list) else [doc]:
             assert reply["jsonrpc"] == "2.0"
             assert ("result" in reply) != ("error" in reply)
+
+
+def test_a_lone_surrogate_in_a_reply_still_encodes_to_valid_json() -> None:
+    line = jsonrpc.encode_replies([Reply("\udcff", result={"path": "/x/\udcff é"})], batch=False)
+    assert line.count(b"\n") == 1
+    line.decode("ascii")  # everything escaped
+    assert json.loads(line)["result"] == {"path": "/x/\udcff é"}

@@ -354,3 +354,12 @@ def test_a_front_end_that_closed_our_stdout_does_not_crash_the_bridge(host_env: 
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_paths_with_lone_surrogates_are_refused_not_fatal(rpc: RpcProcess) -> None:
+    rpc.send_raw(b'{"jsonrpc":"2.0","id":"\\udcff","method":"add_torrent",'
+                 b'"params":{"path":"/nonexistent/\\udcff.torrent"}}\n')  # fmt: skip
+    reply = rpc.recv()
+    assert reply["id"] == "\udcff"
+    assert error(reply) == (-32001, "File does not exist: /nonexistent/\udcff.torrent")
+    assert rpc.call("list_roots", request_id="alive")["result"] == []

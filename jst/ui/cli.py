@@ -8,6 +8,7 @@ for ``jst status`` without ``--json``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -26,6 +27,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _printable_output() -> None:
+    """Paths may hold bytes that are not UTF-8 (Python keeps them as lone surrogates):
+    print them as ``\udcff`` escapes instead of failing with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def status_main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(
         prog="jst status",
@@ -36,6 +45,7 @@ def status_main(argv: Sequence[str]) -> int:
     how.add_argument("--watch", action="store_true", help="a live view, every second, until Ctrl-C")
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     args = p.parse_args(argv)
+    _printable_output()
     from jst.ui import status
 
     if args.watch:
@@ -73,6 +83,7 @@ def add_main(argv: Sequence[str]) -> int:
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON array of results on stdout")
     args = p.parse_args(argv)
+    _printable_output()
     from jst.ui import add
 
     wait = args.wait if args.wait or not args.launch else 10.0

@@ -165,7 +165,13 @@ def encode_replies(replies: list[Reply], batch: bool) -> bytes:
         doc: Any = [r.to_json() for r in replies]
     else:
         doc = replies[0].to_json()
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    try:
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a request may carry "\udcff", a path may hold undecodable
+        # bytes) has no UTF-8 form: escape everything non-ASCII instead, still valid JSON.
+        text = json.dumps(doc, separators=(",", ":")).encode("ascii")
+    return text + b"\n"
 
 
 # -- parameters --------------------------------------------------------------------------------
