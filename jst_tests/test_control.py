@@ -104,12 +104,25 @@ async def test_daemon_reports_ready_applies_config_and_exits_when_the_channel_cl
         assert (ready.pid, ready.auth) == (proc.pid, env.token)
         auth = {"X-JST-Auth": env.token}
         stat = f"/ops/stat?path=&root_key={'ab' * 8}"
-        assert (await trio.to_thread.run_sync(lambda: http(ready.port, stat, headers=auth)))[
-            0
-        ] == 403
-        await channel.send(control.Config(1, "ext", {"ab" * 8: str(env.root)}))
-        with trio.fail_after(5):
-            assert await channel.receive() == control.Applied(1)
+        # Issue 17: the host starts its daemon before the handshake names the profile,
+        # so a daemon under a host serves nothing before the host's first config: a
+        # request that comes earlier waits in the backlog (it used to get a 403, "no
+        # such root"), and is answered with the config's roots.
+        early: list[int] = []
+        async with trio.open_nursery() as nursery:
+
+            async def ask() -> None:
+                early.append(
+                    (await trio.to_thread.run_sync(lambda: http(ready.port, stat, headers=auth)))[0]
+                )
+
+            nursery.start_soon(ask)
+            await trio.sleep(0.3)
+            assert early == []
+            await channel.send(control.Config(1, "ext", {"ab" * 8: str(env.root)}))
+            with trio.fail_after(5):
+                assert await channel.receive() == control.Applied(1)
+        assert early == [200]
         assert (await trio.to_thread.run_sync(lambda: http(ready.port, stat, headers=auth)))[
             0
         ] == 200

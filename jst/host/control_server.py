@@ -25,9 +25,13 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
-import trio
+if TYPE_CHECKING:
+    import trio
+
+# Import-light (no trio, no psutil at import): ``bind_control_socket`` runs before the
+# host imports trio, see launch.py.
 
 DIR_PREFIX = "jst-host-"
 # sun_path is 108 bytes on Linux, 104 on macOS; stay under both.
@@ -47,6 +51,8 @@ class ControlListener:
 
 
 async def _unix_listener(path: Path) -> trio.SocketListener:
+    import trio
+
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.bind(str(path))
@@ -74,6 +80,8 @@ def base_dir() -> str:
 
 def remove_stale_dirs(base: str) -> None:
     """Remove control directories of hosts that died without cleaning up (SIGKILL)."""
+    import psutil
+
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
@@ -83,16 +91,50 @@ def remove_stale_dirs(base: str) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
-async def open_control_listener() -> ControlListener:
+def control_base() -> str:
+    base = base_dir()
+    if len(base) > MAX_UNIX_PATH - 40:
+        base = "/tmp"  # noqa: S108 (a 0700 mkdtemp directory inside it)
+    return base
+
+
+def bind_control_socket() -> tuple[socket.socket, str, Path]:
+    """Unix, without trio: (listening socket, ``unix:`` address, its 0700 directory).
+
+    Stale directories of dead hosts are not removed here (that needs psutil and is
+    not urgent): the host does it once it runs (``remove_stale_dirs``).
+    """
+    directory = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=control_base()))
+    path = directory / "control"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return sock, f"unix:{path}", directory
+
+
+async def open_control_listener(
+    bound: tuple[socket.socket, str, Path] | None = None,
+) -> ControlListener:
+    """The control listener: ``bound`` (from ``bind_control_socket``) or a new one."""
+    import trio
+
     if sys.platform == "win32":
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         await sock.bind(("127.0.0.1", 0))
         sock.listen(4)
         port = sock.getsockname()[1]
         return ControlListener(trio.SocketListener(sock), f"tcp:127.0.0.1:{port}", None)
-    base = base_dir()
-    if len(base) > MAX_UNIX_PATH - 40:
-        base = "/tmp"  # noqa: S108 (a 0700 mkdtemp directory inside it)
+    if bound is not None:
+        unix_sock, address, directory = bound
+        unix_sock.setblocking(False)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(unix_sock))
+        return ControlListener(listener, address, directory)
+    base = control_base()
     remove_stale_dirs(base)
     directory = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base))
     path = directory / "control"
