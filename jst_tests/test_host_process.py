@@ -80,6 +80,36 @@ def test_daemon_token_is_not_on_its_command_line_and_stdin_is_not_chromes(
     assert os.readlink(f"/proc/{daemon.pid}/fd/0") == "/dev/null"
 
 
+def test_daemon_token_is_in_neither_its_environ_nor_its_command_line(host: HostProcess) -> None:
+    # Issue 12: the token reaches the daemon through a pipe; /proc/<pid>/environ keeps a
+    # process's initial environment for its whole life, whatever it does to os.environ.
+    token = host.handshake()["payload"]["token"].encode()
+    daemon = host.daemon_pid()
+    assert token not in Path(f"/proc/{daemon}/environ").read_bytes()
+    assert token not in Path(f"/proc/{daemon}/cmdline").read_bytes()
+    assert b"JST_IO_DAEMON_TOKEN=" not in Path(f"/proc/{daemon}/environ").read_bytes()
+
+
+def test_the_daemon_is_started_before_the_handshake(host: HostProcess) -> None:
+    # Issue 17: the host starts its daemon at once, so its start overlaps the host's;
+    # it serves only once the handshake has configured it, with the handshake's data.
+    host.env.wait_for_profile(host.pid)
+    daemon = host.daemon_pid()
+    info = host.handshake()
+    assert host.daemon_pid() == daemon
+    assert http(info["payload"]["port"], "/health")[0] == 200
+    # It took the handshake's install id: rereading "its" profile from disk works (500
+    # would mean no profile with its install id).
+    payload = info["payload"]
+    status, _ = http(
+        payload["port"],
+        "/api/read-rpc-info-from-disk",
+        method="POST",
+        headers={"X-JST-Auth": payload["token"]},
+    )
+    assert status == 200
+
+
 def test_handshake_writes_the_profile_and_adopts_existing_roots(host_env: HostEnv) -> None:
     folder = host_env.base / "Downloads"
     folder.mkdir()
