@@ -331,6 +331,37 @@ def test_daemon_crash_loop_makes_the_handshake_fail_with_a_reason(host_env: Host
         )
 
 
+@pytest.mark.slow
+def test_a_daemon_failing_after_an_early_daemon_info_ends_in_a_clear_error(
+    host_env: HostEnv,
+) -> None:
+    # Issue 17: the handshake answers while the first daemon is still starting. If that
+    # daemon then fails, and every restart too, the supervisor gives up: the port is
+    # closed (refused, not left hanging), the next handshake says why, no orphan.
+    marker = host_env.base / "started-once"
+    flaky = host_env.bin_dir / "flaky-daemon"
+    flaky.write_text(
+        f'#!/bin/sh\nif [ -e "{marker}" ]; then exit 3; fi\ntouch "{marker}"\nsleep 5\nexit 3\n'
+    )
+    flaky.chmod(0o755)
+    with running_host(host_env, JST_IO_DAEMON=str(flaky)) as host:
+        reply = host.handshake()
+        port = reply["payload"]["port"]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, host.log()
+            time.sleep(0.1)
+        again = host.request({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "i"})
+        assert again["ok"] is False
+        assert "Failed to start daemon" in again["error"]
+        assert "status 3" in again["error"]
+        assert psutil.Process(host.pid).children() == []
+
+
 def test_missing_daemon_executable_fails_the_handshake(host_env: HostEnv) -> None:
     with running_host(host_env, JST_IO_DAEMON=str(host_env.base / "nope")) as host:
         reply = host.request({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "i"})

@@ -23,7 +23,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,7 +74,22 @@ def base_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isdir(runtime):
         return runtime
+    import tempfile
+
     return tempfile.gettempdir()
+
+
+def _private_dir(base: str) -> Path:
+    """``mkdtemp``'s promise (a new directory, 0700, an unguessable name) without
+    importing tempfile on the host's way to starting its daemon."""
+    for _ in range(100):
+        path = Path(base) / f"{DIR_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free directory name in {base}")
 
 
 def remove_stale_dirs(base: str) -> None:
@@ -104,7 +118,7 @@ def bind_control_socket() -> tuple[socket.socket, str, Path]:
     Stale directories of dead hosts are not removed here (that needs psutil and is
     not urgent): the host does it once it runs (``remove_stale_dirs``).
     """
-    directory = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=control_base()))
+    directory = _private_dir(control_base())
     path = directory / "control"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -136,7 +150,7 @@ async def open_control_listener(
         return ControlListener(listener, address, directory)
     base = control_base()
     remove_stale_dirs(base)
-    directory = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base))
+    directory = _private_dir(base)
     path = directory / "control"
     try:
         listener = await _unix_listener(path)

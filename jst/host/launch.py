@@ -25,7 +25,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +52,13 @@ def daemon_command() -> list[str]:
 
 
 def new_token() -> str:
-    return str(uuid.uuid4())
+    """A fresh UUID v4, lowercase and hyphenated (§2.4.1): ``str(uuid.uuid4())``, without
+    importing uuid (and platform, shutil...) before the daemon is started."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def bind_daemon_socket(port: int = 0) -> socket.socket:
@@ -100,9 +105,8 @@ def spawn(
         "--host-control", control_address,
     ]  # fmt: skip
     if not CAN_PASS_FDS:
-        return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=_environment(token)
-        )
+        env = _environment(token)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
     assert listener is not None
     token_read, token_write = os.pipe()
     try:
@@ -156,7 +160,10 @@ def prelaunch() -> Prelaunched | None:
     try:
         listener = bind_daemon_socket()
     except OSError:
+        import shutil
+
         control[0].close()
+        shutil.rmtree(control[2], ignore_errors=True)
         return None
     proc: subprocess.Popen[bytes] | None = None
     error: OSError | None = None
