@@ -507,7 +507,9 @@ def test_stray_output_cannot_reach_the_frame_stream(host_env: HostEnv) -> None:
 
 
 def test_daemon_lifecycle_is_in_the_host_log(host: HostProcess) -> None:
-    host.handshake()
+    info = host.handshake()
+    # DaemonInfo may now come before the daemon is ready (issue 17); once it answers, it is.
+    assert http(info["payload"]["port"], "/health")[0] == 200
     os.kill(host.daemon_pid(), signal.SIGKILL)
     log_file = host.env.rpc_info.parent / "jst-native-host.log"
     deadline = time.monotonic() + 5

@@ -54,12 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jst.host.store import RpcInfoStore
 
     logs.setup("native-host", config.app_dir() / LOG_FILE_NAME)
+    in_stream = stdio.FirstRead(stdio.receive_stream(in_fd))
     host = Host(
-        in_stream=stdio.receive_stream(in_fd),
+        in_stream=in_stream,
         out_stream=stdio.send_stream(out_fd),
         store=RpcInfoStore(config.rpc_info_path()),
         argv=args,
         prelaunched=prelaunched,
+        # A first frame already waiting is read before the startup write: if it is the
+        # handshake, its write of rpc-info.json covers the startup one (issue 17).
+        first_read=in_stream.done if stdio.input_waiting(in_fd) else None,
     )
     trio.run(host.run)
     return 0

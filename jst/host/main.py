@@ -122,6 +122,7 @@ class Host:
     store: RpcInfoStore
     argv: Sequence[str]
     prelaunched: Prelaunched | None = None  # the daemon cli.py started before trio
+    first_read: trio.Event | None = None  # set once stdin's first chunk was dispatched
     record: HostRecord = attrs.field(init=False)
     roots: list[DownloadRoot] = attrs.field(factory=list)
     gate: EventGate = attrs.field(factory=lambda: EventGate(holds=1))
@@ -134,6 +135,7 @@ class Host:
     _in_flight: int = 0  # requests received and not yet answered
     _all_answered: trio.Event = attrs.field(factory=trio.Event)
     _first_answer: trio.Event = attrs.field(factory=trio.Event)  # a handshake answered
+    _handshake_seen: bool = False
 
     async def run(self) -> None:
         outbox_tx, outbox_rx = trio.open_memory_channel[bytes | trio.Event](OUTBOX)
@@ -187,9 +189,13 @@ class Host:
 
     async def _write_startup_record(self) -> None:
         # §2.8 step 4: a temporary pid-keyed entry so link-handlers can find us at once.
+        # Each write costs two fsyncs: when the browser's handshake is already here, its
+        # own write (the same record, with the install id) is the only one made.
+        if self.first_read is not None:
+            await self.first_read.wait()
         async with self._update_lock:
-            if self.record.install_id is not None:
-                return  # a handshake got here first, and its write covered this one
+            if self._handshake_seen:
+                return
             try:
                 self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
             except StoreError as exc:
@@ -298,6 +304,7 @@ class Host:
                 # Held from here, not from the task's start, so no event can slip out
                 # between the frame's arrival and the response.
                 self.gate.hold()
+                self._handshake_seen = True
                 self._start(self._handshake, request)
             case messages.PickDownloadDirectory():
                 self._start(self._answer, request, self._pick_response)
