@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jst_tests.hostproc import HostEnv
+from jst_tests.hostproc import HostEnv, http, running_host
 
 BIN = Path(sys.executable).parent
 LINE_START = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] ")
@@ -113,3 +113,14 @@ def test_a_magnet_given_to_the_link_handler_is_logged_on_one_line(host_env: Host
     assert all(LINE_START.match(line) for line in text.splitlines()), text
     assert mode(log_file) == 0o600
     assert mode(log_file.parent) == 0o700
+
+
+def test_host_and_daemon_logs_are_private(host_env: HostEnv) -> None:
+    with running_host(host_env) as host:
+        info = host.handshake()
+        assert http(info["payload"]["port"], "/health")[0] == 200  # the daemon has logged
+        app = host_env.rpc_info.parent
+        for name in ("jst-native-host.log", "io-daemon.log"):
+            assert (app / name).read_text()
+            assert mode(app / name) == 0o600, name
+        assert mode(app) == 0o700

@@ -31,6 +31,7 @@ from jst.daemon.state import DaemonState
 log = logging.getLogger("jst.daemon.hostlink")
 
 CONNECT_TIMEOUT = 5.0
+RECEIVE_SIZE = 64 * 1024
 # How often the blocking wait for the first config looks up from the socket to check
 # for a signal (SIGTERM before trio runs must still mean "exit 0 now").
 WAIT_SLICE = 0.1
@@ -103,7 +104,7 @@ def await_first_config(
                     sock.close()
                     return False
                 try:
-                    data = sock.recv(control.MAX_LINE)
+                    data = sock.recv(RECEIVE_SIZE)
                 except TimeoutError:
                     continue
                 if not data:

@@ -10,16 +10,17 @@
         │                         outbox channel, so responses and events never interleave
         ├── release_events ...... link-handler events -> outbox, when the gate is open
         ├── end_grace ........... opens the event gate 1 s after startup at the latest
-        ├── serve_links ......... linkrpc.serve, §4.3 HTTP for link-handlers -> events: on
-        │                         127.0.0.1 (the original's link-handlers) and on a Unix
-        │                         socket in our private directory (ours; published in
-        │                         rpc-info.json). Bound at once; served after the first
-        │                         handshake's answer (or LINK_SERVE_DELAY)
+        ├── after_startup ....... then linkrpc.serve, §4.3 HTTP for link-handlers -> events:
+        │                         on 127.0.0.1 (the original's link-handlers) and on a
+        │                         Unix socket in our private directory (ours; published
+        │                         in rpc-info.json). Bound at once; served once the daemon
+        │                         serves (or after LINK_SERVE_DELAY)
         ├── watch_signals
         ├── <request> ........... one per request (§9.3): a folder dialog or an opener
         │                         never blocks other requests or events
         ├── <opener reaper> ..... an xdg-open that outlives its request (desktop.py)
-        ├── remove_stale_dirs ... control directories of dead hosts (a worker thread)
+        ├── remove_stale_dirs ... control directories of dead hosts (a worker thread, after
+        │                         startup)
         └── Supervisor._supervise  the io-daemon child, started before trio (launch.py;
                                   Windows: by the first handshake), restarted on crash;
                                   on cancel it closes the control channel, then SIGTERM,
@@ -84,10 +85,11 @@ OUTBOX = 64
 # and daemon are still gone within 1 s of the browser closing the port; long enough for
 # a first handshake to start the daemon on an idle machine.
 EOF_ANSWER_SECONDS = 0.6
-# The link endpoint's first answers wait for the first handshake's (the import of its
-# HTTP stack is not on that path), at most this long: well inside a link-handler's 1 s
-# /health timeout (§7.2).
-LINK_SERVE_DELAY = 0.3
+# Work not needed for the first DaemonInfo (importing the link endpoint's HTTP stack,
+# sweeping old control directories) waits until the daemon serves, so that it does not
+# take a core from the daemon's start; at most this long, well inside a link-handler's
+# 1 s /health timeout (§7.2).
+LINK_SERVE_DELAY = 0.4
 HOST_VERSION = __version__
 
 
@@ -134,7 +136,6 @@ class Host:
     _outbox: trio.MemorySendChannel[bytes | trio.Event] = attrs.field(init=False)
     _in_flight: int = 0  # requests received and not yet answered
     _all_answered: trio.Event = attrs.field(factory=trio.Event)
-    _first_answer: trio.Event = attrs.field(factory=trio.Event)  # a handshake answered
     _handshake_seen: bool = False
 
     async def run(self) -> None:
@@ -154,14 +155,13 @@ class Host:
                     self._supervisor = Supervisor(nursery, control)
                 else:
                     self._supervisor = Supervisor.adopt(nursery, control, pre)
-                    nursery.start_soon(trio.to_thread.run_sync, remove_stale_dirs, control_base())
                 self.record = self._initial_record(rpc_listeners[0].socket.getsockname()[1])
                 if link is not None:
                     rpc_listeners.append(link[0])
                     self.record.link_address = link[1]
                 nursery.start_soon(self._write_stdout, outbox_rx)
                 nursery.start_soon(self._watch_signals)
-                nursery.start_soon(self._serve_links, rpc_listeners, events_tx)
+                nursery.start_soon(self._after_startup, rpc_listeners, events_tx, pre is not None)
                 nursery.start_soon(self._release_events, events_rx)
                 nursery.start_soon(self._end_grace)
                 nursery.start_soon(self._read_stdin)
@@ -201,13 +201,16 @@ class Host:
             except StoreError as exc:
                 log.error("startup write of rpc-info.json failed: %s", exc)
 
-    async def _serve_links(
+    async def _after_startup(
         self,
         listeners: list[trio.SocketListener],
         events: trio.MemorySendChannel[dict[str, Any]],
+        sweep: bool,
     ) -> None:
         with trio.move_on_after(LINK_SERVE_DELAY):
-            await self._first_answer.wait()
+            await self._supervisor.wait_settled()
+        if sweep:
+            self._nursery.start_soon(trio.to_thread.run_sync, remove_stale_dirs, control_base())
         from jst.host import linkrpc
 
         await linkrpc.serve(listeners, self.record.token, HOST_VERSION, events.send)
@@ -347,7 +350,6 @@ class Host:
             async with self._handshake_lock:
                 await self._answer(req, self._handshake_response)
         finally:
-            self._first_answer.set()
             self._end_startup_hold()
             self.gate.release()
 

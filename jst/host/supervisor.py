@@ -250,6 +250,11 @@ class Supervisor:
             raise DaemonUnavailable("Daemon not running")
         return self.port, self.token
 
+    async def wait_settled(self) -> None:
+        """Until the daemon serves with its first config, or we gave up on it."""
+        while not self._settled.is_set():
+            await self._settled.wait()  # a restart replaces the event: look again
+
     def configure(self, extension_id: str | None, roots: list[DownloadRoot]) -> None:
         """What the daemon is told on its next (re)start or ``push``."""
         self.extension_id = extension_id
