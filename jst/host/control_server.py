@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -29,12 +28,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import trio
 
-# Import-light (no trio, no psutil at import): ``bind_control_socket`` runs before the
-# host imports trio, see launch.py.
+# Import-light (no trio, psutil or shutil at import): ``bind_control_socket`` runs
+# before the host imports trio, see launch.py.
 
 DIR_PREFIX = "jst-host-"
 # sun_path is 108 bytes on Linux, 104 on macOS; stay under both.
 MAX_UNIX_PATH = 100
+
+
+def _rmtree(path: str | Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class ControlListener:
@@ -46,7 +51,7 @@ class ControlListener:
     async def aclose(self) -> None:
         await self.listener.aclose()
         if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            _rmtree(self.directory)
 
 
 async def _unix_listener(path: Path) -> trio.SocketListener:
@@ -102,7 +107,7 @@ def remove_stale_dirs(base: str) -> None:
                 continue
             pid_text = entry.name[len(DIR_PREFIX) :].split("-", 1)[0]
             if pid_text.isdigit() and not psutil.pid_exists(int(pid_text)):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                _rmtree(entry.path)
 
 
 def control_base() -> str:
@@ -126,7 +131,7 @@ def bind_control_socket() -> tuple[socket.socket, str, Path]:
         sock.listen(16)
     except OSError:
         sock.close()
-        shutil.rmtree(directory, ignore_errors=True)
+        _rmtree(directory)
         raise
     return sock, f"unix:{path}", directory
 
@@ -155,6 +160,6 @@ async def open_control_listener(
     try:
         listener = await _unix_listener(path)
     except OSError:
-        shutil.rmtree(directory, ignore_errors=True)
+        _rmtree(directory)
         raise
     return ControlListener(listener, f"unix:{path}", directory)
