@@ -14,9 +14,14 @@ Messages::
                    first message, once the daemon listens; ``auth`` proves it is the
                    child the host started (the token only ever travelled in its env)
     host → daemon  {"v":1,"type":"config","seq":<int>,"extension_id":<str|null>,
-                    "roots":[{"key":"…","path":"…"},…]}
+                    "roots":[{"key":"…","path":"…"},…],"install_id":<str|null>}
                    replaces the daemon's roots and extension id (what
-                   POST /api/read-rpc-info-from-disk does for other clients)
+                   POST /api/read-rpc-info-from-disk does for other clients); a string
+                   ``install_id`` also replaces the daemon's ``--install-id`` (the host
+                   starts its daemon before the handshake names the profile). A daemon
+                   started with ``--host-control`` serves nothing until the first
+                   ``config`` is in effect: connections wait in the listening socket's
+                   backlog, so no request ever sees a daemon without its roots.
     daemon → host  {"v":1,"type":"applied","seq":<int>}
                    ``config`` number ``seq`` is in effect
     daemon → host  {"v":1,"type":"stopping","reason":"…"}
@@ -56,6 +61,7 @@ class Config:
     seq: int
     extension_id: str | None
     roots: dict[str, str]  # key -> path
+    install_id: str | None = None  # None: keep the daemon's
 
 
 @attrs.frozen
@@ -81,12 +87,13 @@ def encode(message: Message) -> bytes:
     match message:
         case Ready(pid, port, auth):
             body.update(type="ready", pid=pid, port=port, auth=auth)
-        case Config(seq, extension_id, roots):
+        case Config(seq, extension_id, roots, install_id):
             body.update(
                 type="config",
                 seq=seq,
                 extension_id=extension_id,
                 roots=[{"key": k, "path": p} for k, p in roots.items()],
+                install_id=install_id,
             )
         case Applied(seq):
             body.update(type="applied", seq=seq)
@@ -135,10 +142,12 @@ def decode(line: bytes) -> Message:
         case "ready":
             return Ready(_int(obj, "pid"), _int(obj, "port"), _str(obj, "auth"))
         case "config":
-            ext = obj.get("extension_id")
+            ext, install_id = obj.get("extension_id"), obj.get("install_id")
             if ext is not None and not isinstance(ext, str):
                 raise ControlError("'extension_id' must be a string or null")
-            return Config(_int(obj, "seq"), ext, _roots(obj.get("roots")))
+            if install_id is not None and not isinstance(install_id, str):
+                raise ControlError("'install_id' must be a string or null")
+            return Config(_int(obj, "seq"), ext, _roots(obj.get("roots")), install_id)
         case "applied":
             return Applied(_int(obj, "seq"))
         case "stopping":

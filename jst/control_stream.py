@@ -19,6 +19,10 @@ class ControlStream:
         self._decoder = control.LineDecoder()
         self._send_lock = trio.Lock()
 
+    def adopt_decoder(self, decoder: control.LineDecoder) -> None:
+        """Continue from bytes already read off this connection by a blocking reader."""
+        self._decoder = decoder
+
     async def send(self, message: control.Message) -> None:
         async with self._send_lock:
             await self.stream.send_all(control.encode(message))

@@ -204,12 +204,20 @@ class HostProcess:
         except psutil.Error:
             pass
 
-    def daemon_pid(self) -> int:
-        children = [
-            c
-            for c in psutil.Process(self.pid).children()
-            if "jst.daemon" in " ".join(c.cmdline()) or "io-daemon" in " ".join(c.cmdline())
-        ]
+    def daemon_pid(self, timeout: float = 5.0) -> int:
+        """The one daemon child. A child seen between its fork and its exec still has
+        the host's command line, so a (re)start in progress is waited for, briefly."""
+        deadline = time.monotonic() + timeout
+        while True:
+            children = []
+            for child in psutil.Process(self.pid).children():
+                with suppress(psutil.Error):
+                    cmdline = " ".join(child.cmdline())
+                    if "jst.daemon" in cmdline or "io-daemon" in cmdline:
+                        children.append(child)
+            if len(children) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert len(children) == 1, children
         self.descendants.add(children[0].pid)
         return children[0].pid

@@ -19,6 +19,7 @@ MESSAGES: list[control.Message] = [
     control.Ready(pid=12, port=41873, auth="tok"),
     control.Config(seq=3, extension_id="ext", roots={"k1": "/a", "k2": "/ü b"}),
     control.Config(seq=4, extension_id=None, roots={}),
+    control.Config(seq=5, extension_id="ext", roots={}, install_id="b7c1"),
     control.Applied(seq=3),
     control.Stopping(reason="POST /control/shutdown"),
     control.Error(message="unsupported"),
@@ -45,6 +46,7 @@ def test_every_message_round_trips_as_one_versioned_line(message: control.Messag
         b'{"v":1,"type":"applied","seq":true}',
         b'{"v":1,"type":"config","seq":1,"extension_id":5,"roots":[]}',
         b'{"v":1,"type":"config","seq":1,"extension_id":null,"roots":[{"key":1}]}',
+        b'{"v":1,"type":"config","seq":1,"extension_id":null,"roots":[],"install_id":7}',
         b'{"v":1,"type":"launch"}',
     ],
 )
@@ -104,12 +106,25 @@ async def test_daemon_reports_ready_applies_config_and_exits_when_the_channel_cl
         assert (ready.pid, ready.auth) == (proc.pid, env.token)
         auth = {"X-JST-Auth": env.token}
         stat = f"/ops/stat?path=&root_key={'ab' * 8}"
-        assert (await trio.to_thread.run_sync(lambda: http(ready.port, stat, headers=auth)))[
-            0
-        ] == 403
-        await channel.send(control.Config(1, "ext", {"ab" * 8: str(env.root)}))
-        with trio.fail_after(5):
-            assert await channel.receive() == control.Applied(1)
+        # Issue 17: the host starts its daemon before the handshake names the profile,
+        # so a daemon under a host serves nothing before the host's first config: a
+        # request that comes earlier waits in the backlog (it used to get a 403, "no
+        # such root"), and is answered with the config's roots.
+        early: list[int] = []
+        async with trio.open_nursery() as nursery:
+
+            async def ask() -> None:
+                early.append(
+                    (await trio.to_thread.run_sync(lambda: http(ready.port, stat, headers=auth)))[0]
+                )
+
+            nursery.start_soon(ask)
+            await trio.sleep(0.3)
+            assert early == []
+            await channel.send(control.Config(1, "ext", {"ab" * 8: str(env.root)}))
+            with trio.fail_after(5):
+                assert await channel.receive() == control.Applied(1)
+        assert early == [200]
         assert (await trio.to_thread.run_sync(lambda: http(ready.port, stat, headers=auth)))[
             0
         ] == 200
@@ -134,3 +149,40 @@ def test_daemon_without_its_host_exits_with_an_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert b"cannot reach the host" in result.stderr
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "host-closes"])
+def test_a_daemon_waiting_for_its_first_config_ends_cleanly(tmp_path: Path, ending: str) -> None:
+    # Before the host's first config the daemon serves nothing; a signal, or the host
+    # going away, still ends it at once with status 0.
+    env = DaemonEnv(tmp_path)
+    path = str(tmp_path / "ctl")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(10)
+    proc = subprocess.Popen(
+        [*DAEMON, "--install-id", "", "--host-control", f"unix:{path}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env.environ(JST_IO_DAEMON_TOKEN=env.token),
+    )
+    try:
+        channel, _ = listener.accept()
+        channel.settimeout(10)
+        decoder = control.LineDecoder()
+        while (ready := decoder.next_message()) is None:
+            decoder.receive_data(channel.recv(4096))
+        assert isinstance(ready, control.Ready)
+        if ending == "sigterm":
+            proc.terminate()
+        else:
+            channel.close()
+        assert proc.wait(5) == 0
+        assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        listener.close()

@@ -139,6 +139,37 @@ async def test_token_from_stdin(daemon_env: DaemonEnv) -> None:
         stop(proc)
 
 
+async def test_token_from_an_inherited_pipe_is_in_neither_environ_nor_cmdline(
+    daemon_env: DaemonEnv,
+) -> None:
+    token_read, token_write = os.pipe()
+    os.write(token_write, daemon_env.token.encode() + b"\n")
+    os.close(token_write)
+    args = ["--token-fd", str(token_read), "--install-id", daemon_env.install_id]
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
+        [*DAEMON, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=daemon_env.environ(),
+        pass_fds=(token_read,),
+    )
+    os.close(token_read)
+    try:
+        port = read_port_line(proc)
+        assert await _authorized(port, daemon_env.token)
+        assert not await _authorized(port, "wrong")
+        for name in ("environ", "cmdline"):
+            assert daemon_env.token.encode() not in Path(f"/proc/{proc.pid}/{name}").read_bytes()
+        # It read the pipe and closed it: stdin (null device) is its only input.
+        fds = {int(fd) for fd in os.listdir(f"/proc/{proc.pid}/fd")}
+        assert not any(
+            os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("pipe:") for fd in fds - {1}
+        )
+    finally:
+        stop(proc)
+
+
 def test_port_in_use_is_an_error_not_a_second_listener(daemon_env: DaemonEnv) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -80,6 +80,36 @@ def test_daemon_token_is_not_on_its_command_line_and_stdin_is_not_chromes(
     assert os.readlink(f"/proc/{daemon.pid}/fd/0") == "/dev/null"
 
 
+def test_daemon_token_is_in_neither_its_environ_nor_its_command_line(host: HostProcess) -> None:
+    # Issue 12: the token reaches the daemon through a pipe; /proc/<pid>/environ keeps a
+    # process's initial environment for its whole life, whatever it does to os.environ.
+    token = host.handshake()["payload"]["token"].encode()
+    daemon = host.daemon_pid()
+    assert token not in Path(f"/proc/{daemon}/environ").read_bytes()
+    assert token not in Path(f"/proc/{daemon}/cmdline").read_bytes()
+    assert b"JST_IO_DAEMON_TOKEN=" not in Path(f"/proc/{daemon}/environ").read_bytes()
+
+
+def test_the_daemon_is_started_before_the_handshake(host: HostProcess) -> None:
+    # Issue 17: the host starts its daemon at once, so its start overlaps the host's;
+    # it serves only once the handshake has configured it, with the handshake's data.
+    host.env.wait_for_profile(host.pid)
+    daemon = host.daemon_pid()
+    info = host.handshake()
+    assert host.daemon_pid() == daemon
+    assert http(info["payload"]["port"], "/health")[0] == 200
+    # It took the handshake's install id: rereading "its" profile from disk works (500
+    # would mean no profile with its install id).
+    payload = info["payload"]
+    status, _ = http(
+        payload["port"],
+        "/api/read-rpc-info-from-disk",
+        method="POST",
+        headers={"X-JST-Auth": payload["token"]},
+    )
+    assert status == 200
+
+
 def test_handshake_writes_the_profile_and_adopts_existing_roots(host_env: HostEnv) -> None:
     folder = host_env.base / "Downloads"
     folder.mkdir()
@@ -301,6 +331,37 @@ def test_daemon_crash_loop_makes_the_handshake_fail_with_a_reason(host_env: Host
         )
 
 
+@pytest.mark.slow
+def test_a_daemon_failing_after_an_early_daemon_info_ends_in_a_clear_error(
+    host_env: HostEnv,
+) -> None:
+    # Issue 17: the handshake answers while the first daemon is still starting. If that
+    # daemon then fails, and every restart too, the supervisor gives up: the port is
+    # closed (refused, not left hanging), the next handshake says why, no orphan.
+    marker = host_env.base / "started-once"
+    flaky = host_env.bin_dir / "flaky-daemon"
+    flaky.write_text(
+        f'#!/bin/sh\nif [ -e "{marker}" ]; then exit 3; fi\ntouch "{marker}"\nsleep 5\nexit 3\n'
+    )
+    flaky.chmod(0o755)
+    with running_host(host_env, JST_IO_DAEMON=str(flaky)) as host:
+        reply = host.handshake()
+        port = reply["payload"]["port"]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, host.log()
+            time.sleep(0.1)
+        again = host.request({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "i"})
+        assert again["ok"] is False
+        assert "Failed to start daemon" in again["error"]
+        assert "status 3" in again["error"]
+        assert psutil.Process(host.pid).children() == []
+
+
 def test_missing_daemon_executable_fails_the_handshake(host_env: HostEnv) -> None:
     with running_host(host_env, JST_IO_DAEMON=str(host_env.base / "nope")) as host:
         reply = host.request({"op": "handshake", "extensionId": EXTENSION_ID, "installId": "i"})
@@ -446,7 +507,9 @@ def test_stray_output_cannot_reach_the_frame_stream(host_env: HostEnv) -> None:
 
 
 def test_daemon_lifecycle_is_in_the_host_log(host: HostProcess) -> None:
-    host.handshake()
+    info = host.handshake()
+    # DaemonInfo may now come before the daemon is ready (issue 17); once it answers, it is.
+    assert http(info["payload"]["port"], "/health")[0] == 200
     os.kill(host.daemon_pid(), signal.SIGKILL)
     log_file = host.env.rpc_info.parent / "jst-native-host.log"
     deadline = time.monotonic() + 5

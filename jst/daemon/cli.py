@@ -8,8 +8,18 @@ reads the port and connects at once is served as soon as the loop runs.
 Token sources (§9.19: a token on argv is visible to every user in ``ps``):
   --token T          as the original; still accepted
   --token-stdin      read the token from the first line of standard input
-  JST_IO_DAEMON_TOKEN  environment variable (removed from our environment once read)
+  --token-fd N       read it from inherited descriptor N up to a newline or EOF, then
+                     close N (what jst-native-host uses: a pipe, so the token is in
+                     neither our command line nor ``/proc/<pid>/environ``)
+  JST_IO_DAEMON_TOKEN  environment variable. We drop it from ``os.environ`` once read,
+                     so our children do not inherit it, but the kernel's copy of our
+                     initial environment (``/proc/<pid>/environ``, readable by the same
+                     user) keeps it for our whole life: prefer a pipe.
 The first one given wins, in that order. None, or an empty token, is a usage error (2).
+
+With ``--host-control`` (set by jst-native-host) we serve only once the host's first
+``config`` is in effect (see ``hostlink.py``): the host starts us before it knows the
+profile, so that our imports run while it does its own work.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ TOKEN_ENV = "JST_IO_DAEMON_TOKEN"  # noqa: S105 (a variable name, not a secret)
 DEV_ORIGINS_ENV = "JSTORRENT_DEV_ORIGINS"
 LOG_FILE_NAME = "io-daemon.log"
 LISTEN_BACKLOG = 1024  # browsers open bursts of parallel connections
+MAX_TOKEN = 4096  # a token is a 36-character UUID; read no further than this
 
 
 def _unsigned(bits: int) -> Callable[[str], int]:
@@ -45,7 +56,7 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="jst io-daemon: loopback HTTP + WebSocket server for the JSTorrent extension.",
-        epilog=f"The token may instead come from --token-stdin or ${TOKEN_ENV}.",
+        epilog=f"The token may instead come from --token-stdin, --token-fd or ${TOKEN_ENV}.",
     )
     p.add_argument(
         "-p",
@@ -57,6 +68,12 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
     p.add_argument("-t", "--token", help="auth token for HTTP and WebSocket clients")
     p.add_argument(
         "--token-stdin", action="store_true", help="read the token from the first line of stdin"
+    )
+    p.add_argument(
+        "--token-fd",
+        type=_unsigned(31),
+        metavar="FD",
+        help="read the token from this inherited descriptor (a pipe) up to a newline or EOF",
     )
     p.add_argument("--parent-pid", type=_unsigned(32), help="exit when this process exits")
     p.add_argument("--install-id", required=True, help="selects the profile in rpc-info.json")
@@ -77,15 +94,37 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
     return p
 
 
+def read_token_fd(fd: int) -> str:
+    """The first line readable from ``fd`` (at most ``MAX_TOKEN`` bytes); closes ``fd``."""
+    data = b""
+    try:
+        while b"\n" not in data and len(data) <= MAX_TOKEN:
+            chunk = os.read(fd, MAX_TOKEN + 1)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+
+
 def read_token(args: argparse.Namespace, p: argparse.ArgumentParser) -> str:
     token: str | None = args.token
     if token is None and args.token_stdin:
         token = sys.stdin.readline().rstrip("\r\n")
+    if token is None and args.token_fd is not None:
+        try:
+            token = read_token_fd(args.token_fd)
+        except OSError as exc:
+            p.error(f"cannot read the token from fd {args.token_fd}: {exc.strerror or exc}")
     if token is None:
         token = os.environ.get(TOKEN_ENV)
     os.environ.pop(TOKEN_ENV, None)
     if token is None:
-        p.error(f"the following arguments are required: --token (or --token-stdin, ${TOKEN_ENV})")
+        p.error(
+            "the following arguments are required: --token "
+            f"(or --token-stdin, --token-fd, ${TOKEN_ENV})"
+        )
     if not token:
         p.error("the token must not be empty")
     return token
@@ -156,6 +195,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
     port = listener.getsockname()[1]
     announce_port(port)
 
+    from jst.fastimport import import_trio
+
+    import_trio()
+
     from jst import config, logs
     from jst.daemon.http import CorsPolicy
     from jst.daemon.main import run
@@ -174,10 +217,26 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
         rpc_info_path=config.rpc_info_path(),
         cors=CorsPolicy.from_dev_origins(os.environ.get(DEV_ORIGINS_ENV)),
     )
-    try:
-        state.load_config()
-    except ConfigLoadError as exc:
-        log.warning("starting without download roots: %s", exc)
+    if args.host_control is None:
+        try:
+            state.load_config()
+        except ConfigLoadError as exc:
+            log.warning("starting without download roots: %s", exc)
+    else:
+        # The server's modules too, now: once the config arrives we serve at once.
+        import jst.daemon.server  # noqa: F401
+        from jst.daemon.hostlink import HostLinkLost, await_first_config
+
+        try:
+            configured = await_first_config(
+                args.host_control, state, port, lambda: bool(early_signals)
+            )
+        except HostLinkLost as exc:
+            log.error("%s", exc)
+            return 1
+        if not configured:
+            log.info("exiting before serving: %s", "signal" if early_signals else "host gone")
+            return 0
     return run(state, listener.detach(), port, args.parent_pid, args.host_control, early_signals)
 
 

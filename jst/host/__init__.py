@@ -12,6 +12,7 @@ Modules (sans-I/O first, then the trio layer around them):
   desktop.py         folder dialog and file opener (per platform)
   linkrpc.py         the link-handler HTTP endpoint (§4.3)
   control_server.py  where the daemon's control channel connects (per platform)
+  launch.py          starting the io-daemon process, before trio (the host's first act)
   supervisor.py      the io-daemon child: start, ready, restart, stop
   stdio.py           taking Chrome's pipes away from fds 0/1 (per platform)
   main.py            the nursery tree and the request handlers

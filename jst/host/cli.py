@@ -4,6 +4,11 @@ Chrome passes the caller's origin (``chrome-extension://<id>/``) and, on Windows
 ``--parent-window=<n>``; every argument is accepted and only the origin is used (§2.8).
 ``--version`` and ``--help`` alone on the command line are answered for humans; they
 never come from a browser.
+
+Startup order is chosen for the extension's wait (issue 17): start the io-daemon first
+(``launch.prelaunch``: no trio, a few ms; its stdin and stdout are the null device, so
+it never sees the browser's pipes), then import trio and the rest of the host, so that
+the daemon's start and ours overlap.
 """
 
 from __future__ import annotations
@@ -30,22 +35,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
 
+    from jst.host import launch
+
+    prelaunched = launch.prelaunch()
+
+    from jst.fastimport import import_trio
+
+    import_trio()
+
+    import trio
+
     from jst.host import stdio
 
     in_fd, out_fd = stdio.take_stdio()
-
-    import trio
 
     from jst import config, logs
     from jst.host.main import Host
     from jst.host.store import RpcInfoStore
 
     logs.setup("native-host", config.app_dir() / LOG_FILE_NAME)
+    in_stream = stdio.FirstRead(stdio.receive_stream(in_fd))
     host = Host(
-        in_stream=stdio.receive_stream(in_fd),
+        in_stream=in_stream,
         out_stream=stdio.send_stream(out_fd),
         store=RpcInfoStore(config.rpc_info_path()),
         argv=args,
+        prelaunched=prelaunched,
+        # A first frame already waiting is read before the startup write: if it is the
+        # handshake, its write of rpc-info.json covers the startup one (issue 17).
+        first_read=in_stream.done if stdio.input_waiting(in_fd) else None,
     )
     trio.run(host.run)
     return 0

@@ -20,18 +20,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
-import trio
+if TYPE_CHECKING:
+    import trio
+
+# Import-light (no trio, psutil or shutil at import): ``bind_control_socket`` runs
+# before the host imports trio, see launch.py.
 
 DIR_PREFIX = "jst-host-"
 # sun_path is 108 bytes on Linux, 104 on macOS; stay under both.
 MAX_UNIX_PATH = 100
+
+
+def _rmtree(path: str | Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class ControlListener:
@@ -43,10 +51,12 @@ class ControlListener:
     async def aclose(self) -> None:
         await self.listener.aclose()
         if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            _rmtree(self.directory)
 
 
 async def _unix_listener(path: Path) -> trio.SocketListener:
+    import trio
+
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.bind(str(path))
@@ -69,36 +79,87 @@ def base_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isdir(runtime):
         return runtime
+    import tempfile
+
     return tempfile.gettempdir()
+
+
+def _private_dir(base: str) -> Path:
+    """``mkdtemp``'s promise (a new directory, 0700, an unguessable name) without
+    importing tempfile on the host's way to starting its daemon."""
+    for _ in range(100):
+        path = Path(base) / f"{DIR_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free directory name in {base}")
 
 
 def remove_stale_dirs(base: str) -> None:
     """Remove control directories of hosts that died without cleaning up (SIGKILL)."""
+    import psutil
+
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
                 continue
             pid_text = entry.name[len(DIR_PREFIX) :].split("-", 1)[0]
             if pid_text.isdigit() and not psutil.pid_exists(int(pid_text)):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                _rmtree(entry.path)
 
 
-async def open_control_listener() -> ControlListener:
+def control_base() -> str:
+    base = base_dir()
+    if len(base) > MAX_UNIX_PATH - 40:
+        base = "/tmp"  # noqa: S108 (a 0700 mkdtemp directory inside it)
+    return base
+
+
+def bind_control_socket() -> tuple[socket.socket, str, Path]:
+    """Unix, without trio: (listening socket, ``unix:`` address, its 0700 directory).
+
+    Stale directories of dead hosts are not removed here (that needs psutil and is
+    not urgent): the host does it once it runs (``remove_stale_dirs``).
+    """
+    directory = _private_dir(control_base())
+    path = directory / "control"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        _rmtree(directory)
+        raise
+    return sock, f"unix:{path}", directory
+
+
+async def open_control_listener(
+    bound: tuple[socket.socket, str, Path] | None = None,
+) -> ControlListener:
+    """The control listener: ``bound`` (from ``bind_control_socket``) or a new one."""
+    import trio
+
     if sys.platform == "win32":
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         await sock.bind(("127.0.0.1", 0))
         sock.listen(4)
         port = sock.getsockname()[1]
         return ControlListener(trio.SocketListener(sock), f"tcp:127.0.0.1:{port}", None)
-    base = base_dir()
-    if len(base) > MAX_UNIX_PATH - 40:
-        base = "/tmp"  # noqa: S108 (a 0700 mkdtemp directory inside it)
+    if bound is not None:
+        unix_sock, address, directory = bound
+        unix_sock.setblocking(False)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(unix_sock))
+        return ControlListener(listener, address, directory)
+    base = control_base()
     remove_stale_dirs(base)
-    directory = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base))
+    directory = _private_dir(base)
     path = directory / "control"
     try:
         listener = await _unix_listener(path)
     except OSError:
-        shutil.rmtree(directory, ignore_errors=True)
+        _rmtree(directory)
         raise
     return ControlListener(listener, f"unix:{path}", directory)

@@ -10,16 +10,26 @@
         │                         outbox channel, so responses and events never interleave
         ├── release_events ...... link-handler events -> outbox, when the gate is open
         ├── end_grace ........... opens the event gate 1 s after startup at the latest
-        ├── linkrpc.serve ....... §4.3 HTTP for link-handlers -> events: on 127.0.0.1
-        │                         (the original's link-handlers) and on a Unix socket in
-        │                         our private directory (ours; published in rpc-info.json)
+        ├── after_startup ....... then linkrpc.serve, §4.3 HTTP for link-handlers -> events:
+        │                         on 127.0.0.1 (the original's link-handlers) and on a
+        │                         Unix socket in our private directory (ours; published
+        │                         in rpc-info.json). Bound at once; served once the daemon
+        │                         serves (or after LINK_SERVE_DELAY)
         ├── watch_signals
         ├── <request> ........... one per request (§9.3): a folder dialog or an opener
         │                         never blocks other requests or events
         ├── <opener reaper> ..... an xdg-open that outlives its request (desktop.py)
-        └── Supervisor._supervise  started by the first handshake: the io-daemon child,
-                                  restarted on crash; on cancel it closes the control
-                                  channel, then SIGTERM, then SIGKILL (supervisor.py)
+        ├── remove_stale_dirs ... control directories of dead hosts (a worker thread, after
+        │                         startup)
+        └── Supervisor._supervise  the io-daemon child, started before trio (launch.py;
+                                  Windows: by the first handshake), restarted on crash;
+                                  on cancel it closes the control channel, then SIGTERM,
+                                  then SIGKILL (supervisor.py)
+
+Cold start (issue 17): cli.py starts the daemon before importing trio, so the daemon's
+imports overlap ours; the handshake answers as soon as rpc-info.json is updated, while
+the daemon waits for its first config (supervisor.py). Imports only needed later (the
+folder dialog and opener, the link endpoint's HTTP) happen when first used.
 
 Event ordering (§2.5, §9.2): the extension drops events that arrive before its first
 DaemonInfo, while clients that never handshake expect an event as the first frame. So
@@ -45,9 +55,15 @@ import attrs
 import trio
 
 from jst import __version__, faults
-from jst.host import desktop, linkrpc, messages, nm
+from jst.host import messages, nm
 from jst.host.browser import detect_browser, extension_id_from_argv
-from jst.host.control_server import open_control_listener, open_link_listener
+from jst.host.control_server import (
+    control_base,
+    open_control_listener,
+    open_link_listener,
+    remove_stale_dirs,
+)
+from jst.host.launch import Prelaunched
 from jst.host.profiles import HostRecord
 from jst.host.roots import (
     ContainmentError,
@@ -69,6 +85,11 @@ OUTBOX = 64
 # and daemon are still gone within 1 s of the browser closing the port; long enough for
 # a first handshake to start the daemon on an idle machine.
 EOF_ANSWER_SECONDS = 0.6
+# Work not needed for the first DaemonInfo (importing the link endpoint's HTTP stack,
+# sweeping old control directories) waits until the daemon serves, so that it does not
+# take a core from the daemon's start; at most this long, well inside a link-handler's
+# 1 s /health timeout (§7.2).
+LINK_SERVE_DELAY = 0.4
 HOST_VERSION = __version__
 
 
@@ -102,6 +123,8 @@ class Host:
     out_stream: trio.abc.SendStream
     store: RpcInfoStore
     argv: Sequence[str]
+    prelaunched: Prelaunched | None = None  # the daemon cli.py started before trio
+    first_read: trio.Event | None = None  # set once stdin's first chunk was dispatched
     record: HostRecord = attrs.field(init=False)
     roots: list[DownloadRoot] = attrs.field(factory=list)
     gate: EventGate = attrs.field(factory=lambda: EventGate(holds=1))
@@ -113,12 +136,14 @@ class Host:
     _outbox: trio.MemorySendChannel[bytes | trio.Event] = attrs.field(init=False)
     _in_flight: int = 0  # requests received and not yet answered
     _all_answered: trio.Event = attrs.field(factory=trio.Event)
+    _handshake_seen: bool = False
 
     async def run(self) -> None:
         outbox_tx, outbox_rx = trio.open_memory_channel[bytes | trio.Event](OUTBOX)
         events_tx, events_rx = trio.open_memory_channel[dict[str, Any]](EVENT_QUEUE)
         self._outbox = outbox_tx
-        control = await open_control_listener()
+        pre = self.prelaunched
+        control = await open_control_listener(None if pre is None else pre.control)
         rpc_listeners: list[trio.SocketListener] = await trio.open_tcp_listeners(
             0, host="127.0.0.1"
         )
@@ -126,20 +151,21 @@ class Host:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._supervisor = Supervisor(nursery, control)
+                if pre is None:
+                    self._supervisor = Supervisor(nursery, control)
+                else:
+                    self._supervisor = Supervisor.adopt(nursery, control, pre)
                 self.record = self._initial_record(rpc_listeners[0].socket.getsockname()[1])
                 if link is not None:
                     rpc_listeners.append(link[0])
                     self.record.link_address = link[1]
                 nursery.start_soon(self._write_stdout, outbox_rx)
                 nursery.start_soon(self._watch_signals)
-                nursery.start_soon(
-                    linkrpc.serve, rpc_listeners, self.record.token, HOST_VERSION, events_tx.send
-                )
+                nursery.start_soon(self._after_startup, rpc_listeners, events_tx, pre is not None)
                 nursery.start_soon(self._release_events, events_rx)
                 nursery.start_soon(self._end_grace)
-                await self._write_startup_record()
                 nursery.start_soon(self._read_stdin)
+                await self._write_startup_record()
         finally:
             self._supervisor.close()
             with trio.CancelScope(shield=True):
@@ -163,10 +189,31 @@ class Host:
 
     async def _write_startup_record(self) -> None:
         # §2.8 step 4: a temporary pid-keyed entry so link-handlers can find us at once.
-        try:
-            self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
-        except StoreError as exc:
-            log.error("startup write of rpc-info.json failed: %s", exc)
+        # Each write costs two fsyncs: when the browser's handshake is already here, its
+        # own write (the same record, with the install id) is the only one made.
+        if self.first_read is not None:
+            await self.first_read.wait()
+        async with self._update_lock:
+            if self._handshake_seen:
+                return
+            try:
+                self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
+            except StoreError as exc:
+                log.error("startup write of rpc-info.json failed: %s", exc)
+
+    async def _after_startup(
+        self,
+        listeners: list[trio.SocketListener],
+        events: trio.MemorySendChannel[dict[str, Any]],
+        sweep: bool,
+    ) -> None:
+        with trio.move_on_after(LINK_SERVE_DELAY):
+            await self._supervisor.wait_settled()
+        if sweep:
+            self._nursery.start_soon(trio.to_thread.run_sync, remove_stale_dirs, control_base())
+        from jst.host import linkrpc
+
+        await linkrpc.serve(listeners, self.record.token, HOST_VERSION, events.send)
 
     # -- stdio ---------------------------------------------------------------------------
 
@@ -260,6 +307,7 @@ class Host:
                 # Held from here, not from the task's start, so no event can slip out
                 # between the frame's arrival and the response.
                 self.gate.hold()
+                self._handshake_seen = True
                 self._start(self._handshake, request)
             case messages.PickDownloadDirectory():
                 self._start(self._answer, request, self._pick_response)
@@ -338,6 +386,8 @@ class Host:
         await self._supervisor.update_config(self.record.extension_id, self.roots)
 
     async def _pick_response(self, req: messages.PickDownloadDirectory) -> dict[str, Any]:
+        from jst.host import desktop  # the folder dialog (and D-Bus): only when asked
+
         try:
             chosen = await desktop.pick_folder(initial_directory(self.roots))
         except desktop.DesktopError as exc:
@@ -373,6 +423,8 @@ class Host:
         return messages.root_removed(req.id, req.key)
 
     async def _open_response(self, req: messages.OpenPath) -> dict[str, Any]:
+        from jst.host import desktop
+
         root = next((r for r in self.roots if r.key == req.root_key), None)
         if root is None:
             return messages.failure(req.id, f"Root not found: {req.root_key}")

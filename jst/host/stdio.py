@@ -86,6 +86,39 @@ def receive_stream(fd: int) -> trio.abc.ReceiveStream:
     return _ThreadReader(fd)
 
 
+def input_waiting(fd: int) -> bool:
+    """Whether the browser has already written to us (Chrome sends its handshake as soon
+    as it has started us). Regular files count as waiting; Windows pipes as not."""
+    if sys.platform == "win32":
+        return False
+    import select
+
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
+
+
+class FirstRead(trio.abc.ReceiveStream):
+    """``stream``, with ``done`` set once its first ``receive_some`` has returned (or
+    failed). The reader handles what it got before it next waits, so by the time another
+    task sees ``done``, the first chunk's requests have been dispatched."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.done = trio.Event()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            return await self.stream.receive_some(max_bytes)
+        finally:
+            self.done.set()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 def send_stream(fd: int) -> trio.abc.SendStream:
     if _pollable(fd):
         return trio.lowlevel.FdStream(fd)

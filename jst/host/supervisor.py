@@ -2,7 +2,7 @@
 
 Lifecycle (``DaemonState``, every transition logged)::
 
-    STOPPED --first handshake--> STARTING --ready on the control channel--> RUNNING
+    STOPPED --host start (Unix), first handshake--> STARTING --ready--> RUNNING
     RUNNING --child exits / channel breaks--> STARTING (restart, same port and token)
     RUNNING --child says "stopping" (POST /control/shutdown, signal)--> STOPPED
     any     --host exits--> STOPPING --child reaped--> STOPPED
@@ -10,9 +10,19 @@ Lifecycle (``DaemonState``, every transition logged)::
 
 Design notes
 ------------
-* The child is spawned with stdin from the null device (§9.20: Chrome's pipe is ours
-  alone), stdout to the null device (the port comes over the control channel), stderr
-  inherited (Chrome's log). Its token travels in its environment, never on argv (§9.19).
+* The first child is started by the host before it imports trio (``launch.py``), long
+  before the handshake; restarts are started here, the same way (``launch.spawn``).
+  Its token travels through a pipe, never on argv (§9.19) or in its environment.
+* It says ``ready`` at once but serves nothing until our first ``config`` (install
+  id, roots, extension id), which we send when the handshake has configured us.
+* The handshake does not wait for ``ready`` when it need not (issue 17): while the
+  first child of a run is alive and has not failed, its port (bound by us) and token
+  are already good, and connections wait in the backlog until it serves. Once a start
+  has failed, handshakes wait for the outcome as before, so a daemon that cannot start
+  is answered ``ok:false`` with the reason. A child that fails after such an early
+  answer is restarted on the same port; if it never comes up we give up and close the
+  port, so the extension's requests fail and it reconnects, and its next handshake
+  gets the reason.
 * Readiness is bounded (``READY_TIMEOUT``, §9.21): a child that has not said ``ready``
   by then is killed and counts as a failed start.
 * A crash is restarted on the same port and with the same token, so the extension's
@@ -34,30 +44,26 @@ Design notes
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 import os
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
+from functools import partial
 
 import attrs
 import trio
 
-from jst import config, control
+from jst import control
 from jst.control_stream import ControlStream
+from jst.host import launch
 from jst.host.control_server import ControlListener
 from jst.rpcinfo import DownloadRoot
 
 log = logging.getLogger("jst.host.daemon")
-
-DAEMON_ENV = "JST_IO_DAEMON"  # a test (or a packager) may name the daemon executable
-TOKEN_ENV = "JST_IO_DAEMON_TOKEN"  # noqa: S105 (a variable name)
-DEV_ORIGINS_ENV = "JSTORRENT_DEV_ORIGINS"
 
 # Python starts the daemon in ~0.3 s; 8 s leaves the handshake room inside the
 # extension's 10 s wait for DaemonInfo even on a loaded machine.
@@ -76,7 +82,8 @@ HEALTHY_RUN = 10.0
 # On host exit: time for the daemon to finish after its channel closed and SIGTERM,
 # before SIGKILL. Keeps "host gone -> daemon gone" well within 1 s.
 STOP_GRACE = 0.4
-LISTEN_BACKLOG = 1024  # as the daemon's own (browsers open bursts of connections)
+# Where a child cannot be waited for through a pidfd (not Linux), how often to look.
+EXIT_POLL = 0.05
 
 
 class DaemonState(enum.Enum):
@@ -96,26 +103,52 @@ class StartFailed(Exception):
         self.permanent = permanent  # retrying cannot help (no executable)
 
 
-def daemon_command() -> list[str]:
-    """How to run the io-daemon: ``$JST_IO_DAEMON``, else next to us, else ``python -m``."""
-    override = os.environ.get(DAEMON_ENV)
-    if override:
-        return [override]
-    here = Path(sys.argv[0]).resolve().parent
-    suffix = ".exe" if sys.platform == "win32" else ""
-    for name in ("jst-io-daemon", "jstorrent-io-daemon"):
-        candidate = here / f"{name}{suffix}"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    return [sys.executable, "-m", "jst.daemon.cli"]
+class DaemonProcess:
+    """A child started with ``subprocess.Popen`` (before trio ran, or from a thread),
+    awaited from trio: through a pidfd on Linux, by polling elsewhere."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    async def wait(self) -> int:
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if self.popen.poll() is None and pidfd_open is not None:
+            try:
+                pidfd = pidfd_open(self.pid)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.ESRCH):
+                    raise
+            else:
+                try:
+                    await trio.lowlevel.wait_readable(pidfd)
+                finally:
+                    os.close(pidfd)
+        # Polling is the portable fallback; after a pidfd said "exited" it ends at once.
+        while self.popen.poll() is None:  # noqa: ASYNC110
+            await trio.sleep(EXIT_POLL)
+        await trio.lowlevel.checkpoint()
+        return self.popen.returncode
+
+    def terminate(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
 
 
 @attrs.define
 class Supervisor:
     nursery: trio.Nursery
     listener: ControlListener
-    command: Sequence[str] = attrs.field(factory=daemon_command)
-    token: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    command: Sequence[str] = attrs.field(factory=launch.daemon_command)
+    token: str = attrs.field(factory=launch.new_token)
     state: DaemonState = DaemonState.STOPPED
     port: int | None = None
     install_id: str | None = None
@@ -129,21 +162,33 @@ class Supervisor:
     _applied: dict[int, trio.Event] = attrs.field(factory=dict)
     _running_task: bool = False
     _daemon_socket: socket.socket | None = attrs.field(default=None, init=False)  # Unix: its port
+    # Set once a handshake has named the profile: only then may the daemon be configured.
+    _configured: trio.Event = attrs.field(factory=trio.Event)
+    _initial_pushed: bool = False  # the current child has had its first config
+    _proc: DaemonProcess | None = None  # the current child
+    _next: DaemonProcess | None = None  # started by the host before trio (launch.py)
+    _next_error: OSError | None = None
+    _failed_starts: int = 0  # in this run of _supervise
+
+    @classmethod
+    def adopt(
+        cls, nursery: trio.Nursery, listener: ControlListener, pre: launch.Prelaunched
+    ) -> Supervisor:
+        """Supervise the daemon the host started before trio, from now on."""
+        supervisor = cls(nursery, listener, command=pre.command, token=pre.token)
+        supervisor._daemon_socket = pre.listener
+        supervisor.port = pre.listener.getsockname()[1]
+        supervisor._next = None if pre.proc is None else DaemonProcess(pre.proc)
+        supervisor._next_error = pre.error
+        supervisor._start_supervising()
+        return supervisor
 
     def _listening_socket(self) -> socket.socket | None:
-        if sys.platform == "win32":
+        if not launch.CAN_PASS_FDS:
             return None
         if self._daemon_socket is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", self.port or 0))  # the old port, after a stop
-            except OSError:
-                sock.bind(("127.0.0.1", 0))
-            sock.listen(LISTEN_BACKLOG)
-            sock.set_inheritable(False)  # passed to our daemon only, via pass_fds
-            self._daemon_socket = sock
-            self.port = sock.getsockname()[1]
+            self._daemon_socket = launch.bind_daemon_socket(self.port or 0)
+            self.port = self._daemon_socket.getsockname()[1]
         return self._daemon_socket
 
     def close(self) -> None:
@@ -162,17 +207,41 @@ class Supervisor:
             )
         self.state = state
 
+    def _start_supervising(self) -> None:
+        self._running_task = True
+        self._settled = trio.Event()
+        self._failed_starts = 0
+        self.nursery.start_soon(self._supervise)
+
+    def _may_answer_now(self) -> bool:
+        return self.state is DaemonState.RUNNING or self._may_answer_early()
+
+    def _may_answer_early(self) -> bool:
+        """True while the port and token we would answer are sure to be served, unless
+        the child fails later (see the module notes): the first child of this run is
+        alive, has not failed, and listens on a socket we hold."""
+        proc = self._proc or self._next
+        return (
+            self.state is DaemonState.STARTING
+            and self._failed_starts == 0
+            and self._daemon_socket is not None
+            and proc is not None
+            and proc.returncode is None
+        )
+
     async def ensure_running(self, install_id: str) -> tuple[int, str]:
         """Start the daemon if needed and return its (port, token), or raise why not."""
         if self.failure is not None:
             raise DaemonUnavailable(self.failure)
+        self.install_id = self.install_id or install_id
+        self._configured.set()  # the daemon's first config may go now (_push_initial)
         if not self._running_task:
-            self.install_id = self.install_id or install_id
-            self._running_task = True
-            self._settled = trio.Event()
-            self.nursery.start_soon(self._supervise)
-        elif self.state is DaemonState.RUNNING:
+            self._start_supervising()
+        elif self.state is DaemonState.RUNNING and self._initial_pushed:
             await self.push()
+        if self._may_answer_now():
+            assert self.port is not None
+            return self.port, self.token
         with trio.move_on_after(READY_TIMEOUT):
             await self._settled.wait()
         if self.failure is not None:
@@ -180,6 +249,11 @@ class Supervisor:
         if self.state is not DaemonState.RUNNING or self.port is None:
             raise DaemonUnavailable("Daemon not running")
         return self.port, self.token
+
+    async def wait_settled(self) -> None:
+        """Until the daemon serves with its first config, or we gave up on it."""
+        while not self._settled.is_set():
+            await self._settled.wait()  # a restart replaces the event: look again
 
     def configure(self, extension_id: str | None, roots: list[DownloadRoot]) -> None:
         """What the daemon is told on its next (re)start or ``push``."""
@@ -195,11 +269,13 @@ class Supervisor:
         channel = self._channel
         if channel is None or self.state is not DaemonState.RUNNING:
             return
+        if not self._configured.is_set():
+            return  # no handshake yet: the first config (_push_initial) will carry this
         self._seq += 1
         seq = self._seq
         done = self._applied[seq] = trio.Event()
         try:
-            await channel.send(control.Config(seq, self.extension_id, self.roots))
+            await channel.send(control.Config(seq, self.extension_id, self.roots, self.install_id))
             with trio.move_on_after(APPLY_TIMEOUT) as scope:
                 await done.wait()
             if scope.cancelled_caught:
@@ -221,6 +297,7 @@ class Supervisor:
                 try:
                     deliberate = await self._run_once()
                 except StartFailed as exc:
+                    self._failed_starts += 1
                     outcome = str(exc)
                     if exc.permanent:
                         self._give_up(f"Failed to start daemon: {outcome}")
@@ -233,6 +310,7 @@ class Supervisor:
                         self._settled.set()
                         return
                     outcome = "exited unexpectedly"
+                    self._failed_starts += 1
                 now = time.monotonic()
                 if now - started > HEALTHY_RUN:
                     backoff = 0.0
@@ -258,40 +336,36 @@ class Supervisor:
         self._move(DaemonState.STOPPED, "giving up: " + reason)
         self._settled.set()
 
-    def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env[TOKEN_ENV] = self.token
-        dev_origins = config.env_setting("DEV_ORIGINS")
-        if dev_origins is not None:
-            env[DEV_ORIGINS_ENV] = dev_origins
-        return env
-
-    def _argv(self, listener: socket.socket | None) -> list[str]:
-        where = ["--port", str(self.port or 0)]
-        if listener is not None:
-            where = ["--listen-fd", str(listener.fileno())]
-        return [
-            *self.command,
-            *where,
-            "--parent-pid", str(os.getpid()),
-            "--install-id", self.install_id or "",
-            "--host-control", self.listener.address,
-        ]  # fmt: skip
+    async def _spawn(self) -> DaemonProcess:
+        if self._next is not None or self._next_error is not None:
+            proc, error = self._next, self._next_error
+            self._next = self._next_error = None
+            if error is not None:
+                raise error
+            assert proc is not None
+            return proc
+        listener = self._listening_socket()
+        popen = await trio.to_thread.run_sync(
+            partial(
+                launch.spawn,
+                self.command,
+                self.token,
+                listener,
+                self.port or 0,
+                self.install_id or "",
+                self.listener.address,
+            )
+        )
+        return DaemonProcess(popen)
 
     async def _run_once(self) -> str | None:
         """One daemon process, from spawn to exit. Returns the reason of a deliberate stop,
         ``None`` for a crash; raises ``StartFailed`` if it never became ready."""
         try:
-            listener = self._listening_socket()
-            proc = await trio.lowlevel.open_process(
-                self._argv(listener),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=self._environment(),
-                pass_fds=() if listener is None else (listener.fileno(),),
-            )
+            proc = self._proc = await self._spawn()
         except OSError as exc:
             raise StartFailed(f"cannot run {self.command[0]}: {exc}", permanent=True) from exc
+        self._initial_pushed = False
         channel: ControlStream | None = None
         try:
             channel = await self._wait_ready(proc)
@@ -310,10 +384,14 @@ class Supervisor:
                 await self._stop(proc, channel)
 
     async def _push_initial(self) -> None:
+        # The daemon serves nothing before its first config, and that config must name
+        # the handshake's profile: wait for the handshake (at once after a restart).
+        await self._configured.wait()
         await self.push()
+        self._initial_pushed = True
         self._settled.set()
 
-    async def _wait_ready(self, proc: trio.Process) -> ControlStream:
+    async def _wait_ready(self, proc: DaemonProcess) -> ControlStream:
         """The child's authenticated control channel, once it says ``ready``."""
         ready: list[ControlStream] = []
         exited: list[int] = []
@@ -348,7 +426,7 @@ class Supervisor:
             raise StartFailed(f"io-daemon exited with status {exited[0]} before it was ready")
         raise StartFailed(f"io-daemon did not report ready within {READY_TIMEOUT:g} s")
 
-    async def _serve_channel(self, channel: ControlStream, proc: trio.Process) -> str | None:
+    async def _serve_channel(self, channel: ControlStream, proc: DaemonProcess) -> str | None:
         deliberate: list[str] = []
         async with trio.open_nursery() as nursery:
 
@@ -379,7 +457,7 @@ class Supervisor:
             nursery.cancel_scope.cancel()
         return deliberate[0] if deliberate else None
 
-    async def _stop(self, proc: trio.Process, channel: ControlStream | None) -> None:
+    async def _stop(self, proc: DaemonProcess, channel: ControlStream | None) -> None:
         if proc.returncode is None:
             self._move(DaemonState.STOPPING, f"pid {proc.pid}")
         if channel is not None:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from jst_tests.bench import coldstart
 from jst_tests.bench import io as io_bench
 from jst_tests.daemonproc import ROOT_KEY, DaemonEnv, read_port_line, spawn, stop
 
@@ -186,8 +187,9 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="window per scenario")
     parser.add_argument("--spawns", type=int, default=5, help="startups to time")
+    parser.add_argument("--cold-starts", type=int, default=7, help="host cold starts to time")
     args = parser.parse_args()
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str]] = coldstart.rows(args.cold_starts)
 
     with tempfile.TemporaryDirectory(prefix="jst-bench-") as tmp:
         env = DaemonEnv(Path(tmp))

@@ -59,6 +59,9 @@ def supervised(host_env: HostEnv) -> Iterator[Supervised]:
     folder.mkdir()
     with running_host(host_env) as host:
         info = host.handshake()
+        # DaemonInfo may come before the daemon serves (issue 17); these tests kill a
+        # daemon that is serving, so wait for that.
+        assert http(info["payload"]["port"], "/health")[0] == 200
         host_env.picker_answer.write_text(str(folder))
         key = host.request({"op": "pickDownloadDirectory"})["payload"]["root"]["key"]
         yield host, info["payload"]["port"], info["payload"]["token"], key, folder

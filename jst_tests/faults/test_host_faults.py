@@ -98,9 +98,11 @@ def test_host_killed_inside_an_rpc_info_update_loses_nothing(host_env: HostEnv, 
         host_env.picker_answer.write_text(str(old_root))
         assert first.request({"op": "pickDownloadDirectory"})["ok"]
     before = host_env.rpc_info.read_bytes()
-    # Writes: startup (1), handshake (2), then the pick (3) dies at ``step``.
+    # Writes: startup (1), handshake (2), then the pick (3) dies at ``step``. (The
+    # startup write is skipped when the handshake is already waiting: wait for it.)
     host = start_host(host_env, f"{step}@3")
     try:
+        host_env.wait_for_profile(host.pid)
         host.handshake()
         daemon = host.daemon_pid()
         host_env.picker_answer.write_text(str(new_root))
@@ -241,6 +243,7 @@ def test_a_host_frozen_inside_an_update_delays_others_but_never_hangs_them(
     # Writes: startup (1), handshake (2); the pick's write (3) stops holding the lock.
     frozen = start_host(host_env, "rpcinfo.before-rename@3=stop")
     try:
+        host_env.wait_for_profile(frozen.pid)  # the startup write (see above)
         frozen.handshake()
         host_env.picker_answer.write_text(str(folder))
         frozen.send({"op": "pickDownloadDirectory"})
