@@ -19,8 +19,9 @@ any other field holding one is invalid, since it would end up in rpc-info.json.
 from __future__ import annotations
 
 import json
+import json.decoder
 import re
-from json.decoder import scanstring
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -79,6 +80,8 @@ def _field(obj: dict[str, Any], name: str) -> str:
 # How much of a too-deep frame is searched for its id. The scan is a Python loop on the
 # event loop; 256 KiB takes a few tens of milliseconds. An id is one of the first keys.
 ID_SCAN_LIMIT = 256 * 1024
+# The json module's string decoder (C), which typeshed does not declare.
+scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _SCAN_TOKENS = re.compile(r'["{}\[\],]')
 _BLANK = re.compile(r"[ \t\n\r]*")
 
