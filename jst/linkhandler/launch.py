@@ -39,7 +39,8 @@ NOT_BROWSER_PARTS = ("python", "jstorrent-", "jst-", "terminal", "console", "kon
 def launch_url(base: str, item: Magnet | TorrentFile) -> str:
     if isinstance(item, Magnet):
         return f"{base}#magnet={quote(item.link, safe='')}"
-    return f"{base}#torrent_path={quote(item.path, safe='')}"
+    # The path's bytes, percent-encoded: a name that is not UTF-8 survives exactly.
+    return f"{base}#torrent_path={quote(os.fsencode(item.path), safe='')}"
 
 
 def acceptable_browser(binary: str) -> bool:
