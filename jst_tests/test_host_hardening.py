@@ -240,3 +240,19 @@ def test_the_link_token_is_compared_with_compare_digest(monkeypatch: pytest.Monk
         reply = linkrpc.handle(endpoint, "GET", f"/health?token={given}".encode(), [], b"")
         assert reply.status == status
     assert len(calls) == 3
+
+
+def test_head_checks_keep_the_originals_order_and_the_token_precedes_the_body() -> None:
+    endpoint = linkrpc.Endpoint("t", "v", 1)
+    as_json = [(b"content-type", b"application/json")]
+
+    def status(target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> int:
+        return linkrpc.handle(endpoint, "POST", target, headers, body).status
+
+    assert status(b"/add-magnet", as_json) == 400  # no token parameter
+    assert status(b"/add-magnet?token=x", [(b"content-type", b"text/plain")]) == 415
+    assert status(b"/add-magnet?token=x", [*as_json, (b"content-length", b"3000000")]) == 413
+    # Refused on the head alone: a wrong token with a malformed body is 403, not 400.
+    assert status(b"/add-magnet?token=x", as_json, b"{") == 403
+    assert status(b"/add-magnet?token=t", as_json, b"{") == 400
+    assert status(b"/add-magnet?token=t", as_json, b"[" * 5000) == 400

@@ -36,6 +36,7 @@ Design notes (what anyone who can connect, without the token, can and cannot do)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hmac
 import json
@@ -240,16 +241,19 @@ class ConnectionLimit:
         """Register a new connection; False if it must be closed at once."""
         if len(self._evictable) + self._busy >= self.limit:
             if not self._evictable:
-                return False  # every slot is a token holder's: the newcomer waits its turn
+                return False  # every slot is a token holder's: the newcomer may retry
             oldest = next(iter(self._evictable))
             self._evictable.pop(oldest).cancel()
             self.evicted += 1
         self._evictable[key] = scope
         return True
 
-    def mark_busy(self, key: object) -> None:
-        if self._evictable.pop(key, None) is not None:
-            self._busy += 1
+    def mark_busy(self, key: object) -> bool:
+        """Make ``key`` unevictable; False if it was evicted already (it is being closed)."""
+        if self._evictable.pop(key, None) is None:
+            return False
+        self._busy += 1
+        return True
 
     def mark_evictable(self, key: object, scope: trio.CancelScope) -> None:
         self._busy -= 1
@@ -343,8 +347,15 @@ class _Connection:
             return
         with trio.move_on_after(SEND_TIMEOUT):
             await self.stream.send_all(_response_bytes(self.conn, reply))
-        if self.conn.their_state is not h11.DONE:
+        if not self._request_complete():
             await self._linger()
+
+    def _request_complete(self) -> bool:
+        """Whether the client sent nothing we have not read (a GET's end is one more event)."""
+        if self.conn.their_state is h11.SEND_BODY:
+            with contextlib.suppress(h11.RemoteProtocolError):
+                self.conn.next_event()
+        return self.conn.their_state is h11.DONE
 
     async def _reply(self) -> Reply | None:
         head: h11.Request | Reply | None = None
@@ -356,8 +367,7 @@ class _Connection:
         decided = check_head(self.endpoint, method, head.target, head.headers)
         if isinstance(decided, Reply):
             return decided
-        self.limit.mark_busy(self)  # a token holder: never evicted
-        self.busy = True
+        self.busy = self.limit.mark_busy(self)  # a token holder: never evicted
         body: bytes | Reply | None = None
         with trio.move_on_after(BODY_TIMEOUT):
             body = await _read_body(self.conn, self.stream)
