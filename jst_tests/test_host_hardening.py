@@ -242,7 +242,7 @@ def test_the_link_token_is_compared_with_compare_digest(monkeypatch: pytest.Monk
     assert len(calls) == 3
 
 
-def test_head_checks_keep_the_originals_order_and_the_token_precedes_the_body() -> None:
+def test_checks_keep_the_originals_order() -> None:
     endpoint = linkrpc.Endpoint("t", "v", 1)
     as_json = [(b"content-type", b"application/json")]
 
@@ -252,7 +252,8 @@ def test_head_checks_keep_the_originals_order_and_the_token_precedes_the_body() 
     assert status(b"/add-magnet", as_json) == 400  # no token parameter
     assert status(b"/add-magnet?token=x", [(b"content-type", b"text/plain")]) == 415
     assert status(b"/add-magnet?token=x", [*as_json, (b"content-length", b"3000000")]) == 413
-    # Refused on the head alone: a wrong token with a malformed body is 403, not 400.
-    assert status(b"/add-magnet?token=x", as_json, b"{") == 403
+    # With the whole body at hand, its checks come before the token's (the original's order).
+    assert status(b"/add-magnet?token=x", as_json, b"{") == 400
+    assert status(b"/add-magnet?token=x", as_json, b'{"magnet":"m"}') == 403
     assert status(b"/add-magnet?token=t", as_json, b"{") == 400
     assert status(b"/add-magnet?token=t", as_json, b"[" * 5000) == 400

@@ -14,10 +14,11 @@ Design notes (what anyone who can connect, without the token, can and cannot do)
 -------------------------------------------------------------------------------
 * **Order of checks.** The original checks query (400) → JSON body (415/400/422/413) →
   token (403). We keep that order for everything the head shows — Host (403, below),
-  path (404), method (405), query (400), content type (415), declared length (413) —
-  then check the token *before reading the body*: a refused request never makes us wait
-  for (or buffer) its body. The one visible difference: a wrong token with a malformed
-  body is a 403, where the original said 400/422.
+  path (404), method (405), query (400), content type (415), declared length (413).
+  With a wrong token we never *wait* for a body: if it came with the head (what every
+  client sends in one write) its checks still come first, as in the original;
+  otherwise the answer is 403 at once, where the original would have waited for the
+  body and then perhaps said 400/422.
 * **Host header (DNS rebinding).** On TCP only ``127.0.0.1:<port>``, ``localhost:<port>``
   and ``[::1]:<port>`` (or no Host, HTTP/1.0) are served; anything else is a 403, so a
   web page whose name was rebound to 127.0.0.1 gets nothing. The Unix socket is not
@@ -100,10 +101,11 @@ def loopback_hosts(port: int) -> frozenset[bytes]:
 
 @attrs.frozen
 class Accepted:
-    """A head that passed every check; the body decides the rest."""
+    """A POST head that passed every check but the token's; the body decides the rest."""
 
     path: bytes
     content_type: bytes | None
+    authorised: bool
 
 
 def _json_reply(value: Any) -> Reply:
@@ -188,23 +190,28 @@ def check_head(
         length = fields.get(b"content-length", b"0")
         if length.isdigit() and int(length) > MAX_BODY:
             return Reply(413)
-    if not _token_matches(query["token"][0], endpoint.token):
+    authorised = _token_matches(query["token"][0], endpoint.token)
+    if path != b"/health":
+        return Accepted(path, content_type, authorised)
+    if not authorised:
         return Reply(403)
-    if path == b"/health":
-        return _json_reply({"status": "ok", "pid": endpoint.pid, "version": endpoint.version})
-    return Accepted(path, content_type)
+    return _json_reply({"status": "ok", "pid": endpoint.pid, "version": endpoint.version})
 
 
 def handle_body(accepted: Accepted, body: bytes) -> Reply:
-    """The rest of an authorised POST: its JSON body."""
+    """The rest of a POST: its JSON body (400/422), then the token (403)."""
     if accepted.path == b"/add-magnet":
         fields = _json_body(accepted.content_type, body, ("magnet",))
         if isinstance(fields, Reply):
             return fields
+        if not accepted.authorised:
+            return Reply(403)
         return _queued("Magnet link queued", messages.magnet_added(fields["magnet"]))
     fields = _json_body(accepted.content_type, body, ("file_name", "contents_base64"))
     if isinstance(fields, Reply):
         return fields
+    if not accepted.authorised:
+        return Reply(403)
     if len(fields["contents_base64"]) > MAX_TORRENT_BASE64:
         return Reply(413)
     name = _replace_surrogates(fields["file_name"])
@@ -305,6 +312,22 @@ async def _read_body(conn: h11.Connection, stream: trio.abc.Stream) -> bytes | R
             return None
 
 
+def _buffered_body(conn: h11.Connection) -> bytes | None:
+    """The request's whole body if it has already arrived, without waiting for more."""
+    body = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            return None
+        if isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return bytes(body)
+        else:
+            return None  # NEED_DATA: the rest has not come
+
+
 def _response_bytes(conn: h11.Connection, reply: Reply) -> bytes:
     headers = [(b"content-length", str(len(reply.body)).encode()), (b"connection", b"close")]
     if reply.content_type is not None:
@@ -367,6 +390,9 @@ class _Connection:
         decided = check_head(self.endpoint, method, head.target, head.headers)
         if isinstance(decided, Reply):
             return decided
+        if not decided.authorised:
+            buffered = _buffered_body(self.conn)
+            return Reply(403) if buffered is None else handle_body(decided, buffered)
         self.busy = self.limit.mark_busy(self)  # a token holder: never evicted
         body: bytes | Reply | None = None
         with trio.move_on_after(BODY_TIMEOUT):
