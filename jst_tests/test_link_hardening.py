@@ -12,11 +12,21 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from jst_tests.hostproc import HostEnv, HostProcess, http, running_host
-from jst_tests.test_link_handler import LINK_HANDLER, MAGNET, TORRENT, link
+from jst_tests.test_link_handler import (
+    BIN,
+    LINK_HANDLER,
+    MAGNET,
+    TORRENT,
+    install_fake_browser,
+    link,
+    read_frame,
+    write_dead_profile,
+)
 
 
 @pytest.fixture
@@ -66,6 +76,31 @@ def test_a_missing_non_utf8_path_fails_with_one_line_reason(
     assert "Reason: File does not exist:" in stderr
     assert "Traceback" not in stderr
     assert "Logging error" not in stderr
+
+
+def test_without_a_host_a_non_utf8_path_goes_to_the_browser_as_its_bytes(
+    host_env: HostEnv, browser_dir: Path, tmp_path: Path
+) -> None:
+    browser = install_fake_browser(host_env, "fakebrowser")
+    write_dead_profile(host_env, str(browser))
+    path = os.fsencode(tmp_path) + b"/caf\xe9.torrent"
+    with open(path, "wb") as f:
+        f.write(TORRENT)
+    environ = host_env.environ(
+        JST_LINK_HANDLER_DIALOG="0",
+        FAKE_BROWSER_DIR=str(browser_dir),
+        FAKE_BROWSER_HOST=str(BIN / "jst-native-host"),
+    )
+    result = subprocess.run(
+        [os.fsencode(LINK_HANDLER), path], capture_output=True, env=environ, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, b"")
+    [url] = json.loads((browser_dir / "argv.json").read_text())
+    assert url.endswith("#torrent_path=" + quote(path, safe=""))
+    assert "caf%E9.torrent" in url
+    event = read_frame(browser_dir / "host-stdout")
+    assert event["payload"]["name"] == "caf\ufffd.torrent"
 
 
 def test_the_host_endpoint_takes_a_name_with_a_lone_surrogate(host: HostProcess) -> None:

@@ -7,7 +7,7 @@ private directory. We try profiles newest first; a host counts when its pid is a
 to someone else (a 403) is skipped, not fatal (§9.25).
 
 The token and the link go only to an endpoint shown to belong to the profile's pid
-(``_verify``): a profile's pid can be alive again as another program, and its port can
+(``_open``): a profile's pid can be alive again as another program, and its port can
 belong to anyone. Before a byte is sent on a new connection:
 
 * Unix socket (jst hosts): its directory is ours and private (owner = us, no group or
