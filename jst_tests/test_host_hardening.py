@@ -119,6 +119,7 @@ def stall(profile: dict[str, Any]) -> list[socket.socket]:
     for n in range(STALLED):
         if n % 20 == 19:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)  # a full backlog would block the connect
             sock.connect(unix_path)
         else:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
