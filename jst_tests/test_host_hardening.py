@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+import trio
 
 from jst.host import linkrpc, messages
 from jst.host.nm import encode_frame
@@ -258,3 +259,20 @@ def test_checks_keep_the_originals_order() -> None:
     assert status(b"/add-magnet?token=x", as_json, b'{"magnet":"m"}') == 403
     assert status(b"/add-magnet?token=t", as_json, b"{") == 400
     assert status(b"/add-magnet?token=t", as_json, b"[" * 5000) == 400
+
+
+async def test_the_connection_limit_drops_the_oldest_unauthorised_connection() -> None:
+    limit = linkrpc.ConnectionLimit(3)
+    scopes = [trio.CancelScope() for _ in range(5)]
+    keys = [object() for _ in range(5)]
+    assert all(limit.admit(keys[n], scopes[n]) for n in range(3))
+    assert limit.mark_busy(keys[0])  # a token holder
+    assert limit.admit(keys[3], scopes[3])  # full: the oldest evictable one (1) goes
+    assert [s.cancel_called for s in scopes[:4]] == [False, True, False, False]
+    assert not limit.mark_busy(keys[1])  # already evicted: never counted as busy
+    assert limit.mark_busy(keys[2])
+    assert limit.mark_busy(keys[3])
+    assert not limit.admit(keys[4], scopes[4])  # every slot is a token holder's
+    limit.release(keys[0], busy=True)
+    assert limit.admit(keys[4], scopes[4])
+    assert limit.evicted == 1
