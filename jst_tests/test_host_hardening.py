@@ -106,6 +106,24 @@ def limited(nofile: str) -> list[str]:
     return ["prlimit", f"--nofile={nofile}", "--", *hostproc.HOST]
 
 
+def unix_connect(path: str, seconds: float = 5.0) -> socket.socket:
+    """Connect, retrying (bounded) while the listener's backlog is full (EAGAIN)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        sock.setblocking(True)
+        return sock
+
+
 def stall(profile: dict[str, Any]) -> list[socket.socket]:
     """1,100 connections that never finish a request: silent, half a head, or a refused
     POST whose body never comes; a few on the Unix socket too."""
@@ -119,9 +137,7 @@ def stall(profile: dict[str, Any]) -> list[socket.socket]:
     socks = []
     for n in range(STALLED):
         if n % 20 == 19:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(5)  # a full backlog would block the connect
-            sock.connect(unix_path)
+            sock = unix_connect(unix_path)
         else:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         socks.append(sock)

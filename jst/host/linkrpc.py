@@ -442,21 +442,34 @@ async def _serve_connection(
             limit.release(connection, connection.busy)
 
 
-def raise_open_file_limit() -> None:
-    """Soft RLIMIT_NOFILE up to the hard limit: the fds we may use are all there is."""
+def raise_open_file_limit() -> int | None:
+    """Soft RLIMIT_NOFILE up to the hard limit: the fds we may use are all there is.
+
+    Returns the soft limit now in force (``None``: unlimited or unknown).
+    """
     if sys.platform == "win32":
-        return
+        return None
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # macOS refuses RLIM_INFINITY for the soft limit (OPEN_MAX); ask for a large number.
     target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as exc:
-        log.info("cannot raise the open-file limit from %d: %s", soft, exc)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.info("cannot raise the open-file limit from %d: %s", soft, exc)
+    return soft
+
+
+def connection_cap(fd_limit: int | None) -> int:
+    """``MAX_CONNECTIONS``, or a quarter of a tiny fd limit: the rest stays in reserve."""
+    if fd_limit is None:
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, fd_limit // 4))
 
 
 async def _accept_loop(
@@ -498,8 +511,7 @@ async def serve(
     version: str,
     deliver: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> None:
-    raise_open_file_limit()
-    limit = ConnectionLimit(MAX_CONNECTIONS)
+    limit = ConnectionLimit(connection_cap(raise_open_file_limit()))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_report_evictions, limit)
         for listener in listeners:
