@@ -14,6 +14,10 @@ Design notes
   (cattrs' default hooks would convert both); unsigned ranges are checked.
 * Compact output with keys in the original's order, UTF-8, no ASCII escaping (serde_json's
   behaviour). Pretty-printed input is fine: it is just JSON.
+* Only what we can write back is read. Valid JSON that is nested deeper than
+  ``MAX_DEPTH`` (a real file is 4 levels deep; 5,000 levels exhaust the parser's
+  recursion) or that holds a lone surrogate (``"\\ud800"``, which no UTF-8 writer can
+  emit) is an ``RpcInfoError`` like any other unparsable file, never a crash.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
 U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+# Nesting allowed in a document (unknown keys included); rpc-info.json itself is 4 deep.
+MAX_DEPTH = 64
 
 
 class RpcInfoError(ValueError):
@@ -197,12 +203,45 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else _strict_str(value, str)
 
 
+def _check_writable(doc: Any) -> None:
+    """``RpcInfoError`` unless ``doc`` is shallow and free of lone surrogates.
+
+    Iterative, so it cannot itself run out of stack.
+    """
+    pending: list[tuple[Any, int]] = [(doc, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            _check_text(value)
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            raise RpcInfoError(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key)
+                pending.append((item, depth + 1))
+        else:
+            pending.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RpcInfoError(f"holds a lone surrogate: {text[:80]!r}") from exc
+
+
 def parse_rpc_info(data: bytes) -> RpcInfo:
     """Parse ``rpc-info.json`` bytes; raise ``RpcInfoError`` only if nothing is usable."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise RpcInfoError(f"not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise RpcInfoError("nested too deeply to parse") from exc
+    _check_writable(doc)
     if not isinstance(doc, dict):
         raise RpcInfoError("top level is not a JSON object")
     raw_profiles = doc.get("profiles", [])

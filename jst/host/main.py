@@ -296,12 +296,16 @@ class Host:
     # -- requests ----------------------------------------------------------------------------
 
     def _dispatch(self, body: bytes) -> None:
-        request = messages.parse_request(body)
+        try:
+            request = messages.parse_request(body)
+        except Exception:  # our bug: one bad frame must not end the host
+            log.exception("ignoring a frame that could not be parsed")
+            return
         match request:
             case messages.Rejected(None, reason):
-                log.warning("ignoring a request without a string id: %s", reason)
+                log.warning("ignoring a request without a string id: %r", reason)
             case messages.Rejected(str() as request_id, reason):
-                log.warning("rejecting request %s: %s", request_id, reason)
+                log.warning("rejecting request %r: %r", request_id, reason)
                 self._start(self._answer, request, self._rejected_response)
             case messages.Handshake():
                 # Held from here, not from the task's start, so no event can slip out

@@ -8,11 +8,20 @@ The original silently ignored a malformed request (§2.2), leaving the extension
 out. When the request's ``id`` can be recovered we answer ``ok:false`` with the reason
 instead (§9.29); without a string ``id`` there is no one to answer and the frame is only
 logged.
+
+No frame raises: JSON nested too deeply for the parser (a 1,000-deep array) is rejected,
+and its ``id`` is still looked for among the top-level keys by a scanner that does not
+build the document (``_top_level_id``). An ``id`` holding a lone surrogate (``"\\ud800"``,
+valid JSON but not Unicode) is kept and echoed back (``nm.encode_json`` escapes it);
+any other field holding one is invalid, since it would end up in rpc-info.json.
 """
 
 from __future__ import annotations
 
 import json
+import json.decoder
+import re
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -61,14 +70,72 @@ def _field(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if not isinstance(value, str):
         raise ValueError(f"Missing or invalid field '{name}' (a string is required)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"Invalid field '{name}' (it holds a lone surrogate)") from None
     return value
+
+
+# How much of a too-deep frame is searched for its id. The scan is a Python loop on the
+# event loop; 256 KiB takes a few tens of milliseconds. An id is one of the first keys.
+ID_SCAN_LIMIT = 256 * 1024
+# The json module's string decoder (C), which typeshed does not declare.
+scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_SCAN_TOKENS = re.compile(r'["{}\[\],]')
+_BLANK = re.compile(r"[ \t\n\r]*")
+
+
+def _top_level_id(text: str) -> str | None:
+    """The string value of the top-level ``"id"`` key of a JSON object, or ``None``.
+
+    Walks the text with bracket counting (strings decoded by the json module's own
+    ``scanstring``), so nesting costs no recursion.
+    """
+    text = text[:ID_SCAN_LIMIT]
+    start = _BLANK.match(text).end()  # type: ignore[union-attr]
+    if not text.startswith("{", start):
+        return None
+    depth, expect_key, pos = 0, True, start + 1
+    while (token := _SCAN_TOKENS.search(text, pos)) is not None:
+        char, pos = token.group(), token.end()
+        if char == '"':
+            try:
+                key, pos = scanstring(text, pos)
+            except ValueError:
+                return None
+            if depth or not expect_key:
+                continue
+            expect_key = False
+            colon = _BLANK.match(text, pos).end()  # type: ignore[union-attr]
+            if key != "id" or not text.startswith(":", colon):
+                continue
+            value = _BLANK.match(text, colon + 1).end()  # type: ignore[union-attr]
+            if not text.startswith('"', value):
+                return None
+            try:
+                return str(scanstring(text, value + 1)[0])
+            except ValueError:
+                return None
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif depth == 0:  # a comma between top-level members
+            expect_key = True
+    return None
 
 
 def parse_request(body: bytes) -> Request | Rejected:
     try:
-        obj = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        obj = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         return Rejected(None, f"not valid UTF-8 JSON: {exc}")
+    except RecursionError:
+        return Rejected(_top_level_id(text), "the request is nested too deeply")
     if not isinstance(obj, dict):
         return Rejected(None, "a request must be a JSON object")
     request_id = obj.get("id")

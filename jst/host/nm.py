@@ -102,8 +102,17 @@ class FrameDecoder:
 
 
 def encode_json(message: Any) -> bytes:
-    """Compact JSON as serde_json writes it: no spaces, non-ASCII kept as UTF-8."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact JSON as serde_json writes it: no spaces, non-ASCII kept as UTF-8.
+
+    A string holding a lone surrogate (an ``id`` sent as ``"\\ud800"``, echoed back) has
+    no UTF-8 form; such a message is written with every non-ASCII character escaped,
+    which is the same JSON value and valid UTF-8.
+    """
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":")).encode("ascii")
 
 
 def encode_frame(message: Any) -> bytes:

@@ -10,6 +10,11 @@ Promises (§3.3 with the fixes of §9.17):
 * **A file we cannot parse is kept.** It is renamed to ``rpc-info.json.corrupt-<ms>``
   before a fresh one is written, and the log says where it went. A single malformed
   profile does not count: ``rpcinfo.parse_rpc_info`` keeps it verbatim.
+* **Backups are bounded.** A program that rewrites the file in place (not atomically)
+  makes us read half-written files; such a file is read once more after
+  ``REREAD_PAUSE`` before it is declared corrupt, and only the newest
+  ``MAX_BACKUPS`` backups are kept (the oldest are removed), so no writer can fill the
+  directory with them.
 * A file we cannot *read* (permissions, I/O error) is not replaced: the update fails
   with ``StoreError`` and the caller reports it.
 
@@ -40,6 +45,11 @@ TEMP_PREFIX = ".rpc-info."
 TEMP_SUFFIX = ".tmp"
 # A temp file older than this was left by a process killed mid-write (we hold the lock).
 STALE_TEMP_SECONDS = 60.0
+BACKUP_INFIX = ".corrupt-"
+MAX_BACKUPS = 10
+# Long enough for an in-place rewrite of a few KiB to finish, short enough to go unnoticed
+# in a handshake.
+REREAD_PAUSE = 0.05
 
 
 class StoreError(Exception):
@@ -70,25 +80,49 @@ class RpcInfoStore:
 
     def _read(self, backup: bool = True) -> RpcInfo:
         try:
+            return self._parse()
+        except RpcInfoError as exc:
+            if not backup:
+                return RpcInfo()
+            log.info("%s did not parse (%s); reading it again", self.path, exc)
+        pause(REREAD_PAUSE)  # a writer that rewrites it in place may be mid-write
+        try:
+            return self._parse()
+        except RpcInfoError as exc:
+            self._back_up(str(exc))
+            return RpcInfo()
+
+    def _parse(self) -> RpcInfo:
+        try:
             with open(self.path, "rb") as f:
                 data = f.read(MAX_FILE_SIZE + 1)
         except FileNotFoundError:
             return RpcInfo()
-        try:
-            if len(data) > MAX_FILE_SIZE:
-                raise RpcInfoError(f"larger than {MAX_FILE_SIZE} bytes")
-            return parse_rpc_info(data)
-        except RpcInfoError as exc:
-            if backup:
-                self._back_up(str(exc))
-            return RpcInfo()
+        if len(data) > MAX_FILE_SIZE:
+            raise RpcInfoError(f"larger than {MAX_FILE_SIZE} bytes")
+        return parse_rpc_info(data)
+
+    def backups(self) -> list[Path]:
+        """The ``rpc-info.json.corrupt-<ms>`` files, oldest first."""
+        prefix = self.path.name + BACKUP_INFIX
+        found: list[tuple[int, str]] = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.path.parent):
+                stamp = entry.name[len(prefix) :]
+                if entry.name.startswith(prefix) and stamp.isdigit():
+                    found.append((int(stamp), entry.name))
+        return [self.path.parent / name for _, name in sorted(found)]
 
     def _back_up(self, reason: str) -> None:
-        backup = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time() * 1000)}")
+        backup = self.path.with_name(f"{self.path.name}{BACKUP_INFIX}{int(time.time() * 1000)}")
         os.replace(self.path, backup)
         log.warning(
             "%s is not valid (%s); moved it to %s and started afresh", self.path, reason, backup
         )
+        for old in self.backups()[:-MAX_BACKUPS]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+                log.info("removed old backup %s", old)
 
     def _write(self, data: bytes) -> None:
         directory = self.path.parent
@@ -135,6 +169,10 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def pause(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -84,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import trio
 
     from jst.linkhandler.main import run
-    from jst.linkhandler.target import LinkError, parse_target
+    from jst.linkhandler.target import LinkError, parse_target, printable
 
     target: str = args.target
-    log.info("jst-link-handler %s: %s", __version__, target[:200])
+    log.info("jst-link-handler %s: %s", __version__, printable(target[:200]))
     try:
         item = parse_target(target)
         # SIGINT and SIGTERM end a wait quietly (§7.5): nothing of ours to clean up (a
@@ -105,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log.info("Link Handler finished successfully.")
         return 0
+    reason = printable(reason)
     log.error("failed: %s", reason)
-    text = error_text(reason, target)
+    text = error_text(reason, printable(target))
     print(text, file=sys.stderr)
     show_dialog(text)
     return 1

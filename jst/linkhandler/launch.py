@@ -37,9 +37,10 @@ NOT_BROWSER_PARTS = ("python", "jstorrent-", "jst-", "terminal", "console", "kon
 
 
 def launch_url(base: str, item: Magnet | TorrentFile) -> str:
+    # The argument's own bytes, percent-encoded: one that is not UTF-8 survives exactly.
     if isinstance(item, Magnet):
-        return f"{base}#magnet={quote(item.link, safe='')}"
-    return f"{base}#torrent_path={quote(item.path, safe='')}"
+        return f"{base}#magnet={quote(os.fsencode(item.link), safe='')}"
+    return f"{base}#torrent_path={quote(os.fsencode(item.path), safe='')}"
 
 
 def acceptable_browser(binary: str) -> bool:

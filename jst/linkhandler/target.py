@@ -10,6 +10,10 @@ gets a message that says what is wrong:
   base64 must fit the host's 900,000-character limit (a 675,000-byte file), the same
   limit the host enforces with 413 (§4.3);
 * ``file://`` URIs (what ``%u`` in a desktop entry may pass) name local files (§9.25).
+
+A file name that is not UTF-8 (Python hands it to us with lone surrogates, which no
+JSON or UTF-8 writer can carry) is sent with each undecodable byte shown as U+FFFD; the
+path itself is only ever used as bytes (opening the file, the launch URL).
 """
 
 from __future__ import annotations
@@ -85,8 +89,14 @@ def _check_file(path: str, shown: str) -> TorrentFile:
         raise LinkError(TOO_LARGE)
     if not looks_like_torrent(data):
         raise LinkError(f"Not a torrent file: {shown}")
-    name = os.path.basename(path)
+    name = os.fsencode(os.path.basename(path)).decode("utf-8", "replace")
     return TorrentFile(path, name, base64.b64encode(data).decode("ascii"))
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable bytes of a path) as ``\\udcff`` escapes,
+    so it can be logged and shown."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def parse_target(target: str) -> Magnet | TorrentFile:
