@@ -97,7 +97,9 @@ class PrivateRotatingFileHandler(logging.FileHandler):
     def __init__(self, filename: Path, max_bytes: int, backups: int) -> None:
         self.max_bytes = max_bytes
         self.backups = backups
-        super().__init__(filename, mode="a", encoding="utf-8")
+        # backslashreplace: a logged value holding a lone surrogate (an undecodable file
+        # name) is written escaped instead of printing a "Logging error" traceback.
+        super().__init__(filename, mode="a", encoding="utf-8", errors="backslashreplace")
 
     def _open(self) -> io.TextIOWrapper:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
