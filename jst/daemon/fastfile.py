@@ -3,14 +3,16 @@
 A thread hop costs about 80 us of CPU here; a 16 KiB ``pread`` from the page cache costs
 under 2 us. So ``read_range``/``write_at`` first try, on the event loop:
 
-* a root descriptor checked less than ``fsroot.ROOT_RECHECK`` seconds ago (no syscall);
+* ``openat2(AT_FDCWD, root, O_PATH, RESOLVE_CACHED)``: the root folder as it is now (a
+  folder that went away is never used, however recently it answered), from the kernel's
+  dentry cache only (``EAGAIN`` rather than waiting for a disk or a network server);
 * ``openat2(root_fd, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_CACHED)``
   (openat2.py): fails with ``EAGAIN`` rather than reading a folder from disk, with
   ``EXDEV`` rather than leaving the root;
 * ``fstat``: a regular file, and for a read, the whole range present;
 * ``preadv``/``pwritev`` with ``RWF_NOWAIT``: fails with ``EAGAIN`` rather than waiting
   for the disk (``EOPNOTSUPP`` for buffered writes on most file systems, ext4 and tmpfs
-  included on Linux 6.18: remembered per root, so a write tries it once per root handle).
+  included on Linux 6.18: remembered per device, so a write tries it once per device).
 
 Anything else, *including every error*, goes to a worker thread and fileops.py, which
 gives the answer; so the fast path can only succeed or step aside and its semantics are
@@ -24,7 +26,6 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-import time
 from functools import partial
 
 import trio
@@ -41,21 +42,32 @@ ENABLED = openat2.AVAILABLE and hasattr(os, "RWF_NOWAIT") and fsroot.supported()
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_CACHED = openat2.RESOLVE_CACHED
+_ROOT_FLAGS = getattr(os, "O_PATH", 0) | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC
+# Devices (st_dev) whose file system answered EOPNOTSUPP to a RWF_NOWAIT write; devices
+# are few, so the set stays small.
+_NO_NOWAIT_WRITES: set[int] = set()
 
 
-def _open_cached(target: Target, flags: int) -> tuple[int, fsroot.RootHandle] | None:
-    """Open without waiting (or None); the root handle is returned acquired."""
+def _open_cached(target: Target, flags: int) -> int | None:
+    """Open without waiting for the disk, or None."""
     if not target.parts:
         return None
-    handle = fsroot.ROOTS.fresh(target.root, time.monotonic())
-    if handle is None:
+    try:
+        # The root folder as it is *now* (a folder replaced since the last request is
+        # never used), and the target beneath it, both from the dentry cache only.
+        folder = os.fsencode(target.root)
+        root_fd = openat2.open_beneath(
+            openat2.AT_FDCWD, folder, _ROOT_FLAGS, openat2.RESOLVE_CACHED
+        )
+    except (OSError, UnicodeEncodeError):
         return None
     try:
-        fd = openat2.open_beneath(handle.fd, os.fsencode("/".join(target.parts)), flags)
+        return openat2.open_beneath(root_fd, os.fsencode("/".join(target.parts)), flags)
     except OSError:
-        fsroot.ROOTS.release(handle)
         return None
-    return fd, handle
+    finally:
+        os.close(root_fd)
 
 
 def read_nowait(target: Target, offset: int, length: int | None) -> bytes | None:
@@ -64,11 +76,9 @@ def read_nowait(target: Target, offset: int, length: int | None) -> bytes | None
         return None
     if length is not None and length > NOWAIT_READ_LIMIT:
         return None
-    opened = _open_cached(target, _READ_FLAGS)
-    if opened is None:
+    fd = _open_cached(target, _READ_FLAGS)
+    if fd is None:
         return None
-    fd, handle = opened
-    fsroot.ROOTS.release(handle)  # the file's descriptor does not need the root's
     try:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
@@ -93,23 +103,23 @@ def write_nowait(target: Target, body: bytes | memoryview, offset: int) -> int:
     """Write what can be written without waiting; the count (0: nothing, try a thread)."""
     if not ENABLED or not body or offset + len(body) > fileops.OFF_T_MAX:
         return 0
-    opened = _open_cached(target, _WRITE_FLAGS)  # no O_CREAT: a new file takes the thread
-    if opened is None:
+    fd = _open_cached(target, _WRITE_FLAGS)  # no O_CREAT: a new file takes the thread
+    if fd is None:
         return 0
-    fd, handle = opened
+    device = -1
     try:
-        if handle.nowait_writes is False or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        device = st.st_dev
+        if device in _NO_NOWAIT_WRITES or not stat_mod.S_ISREG(st.st_mode):
             return 0
         written: int = os.pwritev(fd, (body,), offset, _RWF_NOWAIT)
-        handle.nowait_writes = True
         return written
     except OSError as exc:
-        if exc.errno != errno.EAGAIN:
-            handle.nowait_writes = False  # EOPNOTSUPP: this file system cannot
+        if exc.errno == errno.EOPNOTSUPP and device != -1:
+            _NO_NOWAIT_WRITES.add(device)  # this file system cannot: do not ask again
         return 0
     finally:
         os.close(fd)
-        fsroot.ROOTS.release(handle)
 
 
 async def read_range(target: Target, offset: int, length: int | None) -> bytes:

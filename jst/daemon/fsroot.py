@@ -26,9 +26,8 @@ daemon's user could not already reach otherwise.
 on its file offset (listing a folder opens a fresh descriptor of it). Handles are
 reference-counted so that a re-opened or evicted root is closed only once unused.
 
-The event loop may take a handle without any syscall (``RootTable.fresh``) if its folder
-was checked in the last ``ROOT_RECHECK`` seconds; anything else (and every worker-thread
-operation) checks the folder with one ``stat``.
+Every operation checks the folder with one ``stat`` before using its handle, so a folder
+that went away (an unplugged drive) is 404 at once, and one that came back is re-opened.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ import os
 import shutil
 import stat as stat_mod
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -62,11 +60,6 @@ DIR_FLAGS = os.O_RDONLY | O_DIRECTORY | SAFE_FLAGS
 
 # Linux follows at most 40 symlinks in one lookup; so do we (then ELOOP, as the kernel).
 MAX_SYMLINKS = 40
-# How long the event loop trusts a root descriptor without a stat of the folder. A
-# deleted folder is noticed at once anyway (lookups in it fail and the request goes to a
-# worker thread, which stats); this only bounds how long a folder replaced by another one
-# (a drive unplugged and plugged again within the second) keeps its old descriptor.
-ROOT_RECHECK = 1.0
 # Roots are few (the user picks them); old ones linger after a reload until evicted.
 ROOT_CACHE_LIMIT = 32
 # O_NOFOLLOW on a symlink fails with ELOOP (Linux, macOS) or EMLINK (FreeBSD); with
@@ -95,9 +88,6 @@ class RootHandle:
     fd: int
     ident: tuple[int, int]  # (st_dev, st_ino) of the folder when opened
     prefixes: tuple[str, ...]  # absolute spellings of the folder: as configured, and real
-    checked: float  # time.monotonic() of the last stat that found the folder unchanged
-    # None until a write tried RWF_NOWAIT here; False when the file system refused it.
-    nowait_writes: bool | None = None
     users: int = 0
     retired: bool = False
 
@@ -129,15 +119,6 @@ class RootTable:
         self._handles: OrderedDict[str, RootHandle] = OrderedDict()
         self._limit = limit
 
-    def fresh(self, folder: str, now: float) -> RootHandle | None:
-        """A handle checked within ``ROOT_RECHECK`` seconds, acquired; no syscall."""
-        with self._lock:
-            handle = self._handles.get(folder)
-            if handle is None or now - handle.checked > ROOT_RECHECK:
-                return None
-            handle.users += 1
-            return handle
-
     def acquire(self, folder: str) -> RootHandle:
         """The folder's handle, checked now (re-opened if the folder changed)."""
         try:
@@ -151,7 +132,6 @@ class RootTable:
         with self._lock:
             handle = self._handles.get(folder)
             if handle is not None and handle.ident == ident:
-                handle.checked = time.monotonic()
                 handle.users += 1
                 self._handles.move_to_end(folder)
                 return handle
@@ -213,7 +193,7 @@ def _open_root(folder: str) -> RootHandle:
         raise RootUnavailable(folder) from None
     configured = os.path.normpath(os.path.abspath(folder))
     prefixes = (configured, real) if configured != real else (real,)
-    return RootHandle(folder, fd, (st.st_dev, st.st_ino), prefixes, time.monotonic())
+    return RootHandle(folder, fd, (st.st_dev, st.st_ino), prefixes)
 
 
 ROOTS = RootTable()

@@ -26,6 +26,7 @@ import sys
 
 # The same number on every Linux architecture (syscalls added since 5.1 share a table).
 SYS_OPENAT2 = 437
+AT_FDCWD = -100
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_BENEATH = 0x08
 RESOLVE_CACHED = 0x20
@@ -67,7 +68,7 @@ def open_beneath(dir_fd: int, path: bytes, flags: int, resolve: int = BENEATH_CA
 def _probe() -> bool:
     """Does this kernel have openat2 with RESOLVE_CACHED? (Checked once, at import.)"""
     try:
-        os.close(open_beneath(-100, b".", os.O_RDONLY | os.O_CLOEXEC))  # AT_FDCWD
+        os.close(open_beneath(AT_FDCWD, b".", os.O_RDONLY | os.O_CLOEXEC))
     except OSError:
         return False
     return True
