@@ -9,15 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from jst.daemon import fastfile, fileops, fsroot
+from jst.daemon import fastfile, fileops, fsroot, openat2
 from jst.daemon.errors import HttpError
 from jst.daemon.paths import NotRegularFile, PathEscapesRoot, RootUnavailable, Target, resolve
 
 pytestmark = pytest.mark.skipif(not fsroot.supported(), reason="POSIX descriptor walk only")
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
+@pytest.fixture(params=["openat2-first", "walk-only"])
+def root(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A root folder; each test runs with Linux's openat2 shortcut and with the walk alone."""
+    if request.param == "walk-only":
+        monkeypatch.setattr(openat2, "AVAILABLE", False)
     folder = tmp_path / "root"
     (folder / "d" / "e").mkdir(parents=True)
     (folder / "d" / "e" / "f").write_bytes(b"inside")
@@ -44,6 +47,7 @@ def test_links_that_stay_inside_are_followed_in_every_spelling(root: Path, tmp_p
     (root / "to-root").symlink_to(root)
     for rel in ("rel/f", "d/up", "abs/e/f", "via-alias/f", "to-root/to-root/d/e/f"):
         assert read(root, rel) == b"inside", rel
+        assert fsroot.stat(target(root, rel)).st_size == len(b"inside"), rel
 
 
 def test_links_that_leave_are_refused_at_any_depth(root: Path, tmp_path: Path) -> None:

@@ -42,7 +42,6 @@ ENABLED = openat2.AVAILABLE and hasattr(os, "RWF_NOWAIT") and fsroot.supported()
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_CACHED = openat2.RESOLVE_CACHED
 _ROOT_FLAGS = getattr(os, "O_PATH", 0) | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC
 # Devices (st_dev) whose file system answered EOPNOTSUPP to a RWF_NOWAIT write; devices
 # are few, so the set stays small.
@@ -57,13 +56,14 @@ def _open_cached(target: Target, flags: int) -> int | None:
         # The root folder as it is *now* (a folder replaced since the last request is
         # never used), and the target beneath it, both from the dentry cache only.
         folder = os.fsencode(target.root)
-        root_fd = openat2.open_beneath(
-            openat2.AT_FDCWD, folder, _ROOT_FLAGS, openat2.RESOLVE_CACHED
+        root_fd = openat2.openat2(
+            openat2.AT_FDCWD, folder, _ROOT_FLAGS, resolve=openat2.RESOLVE_CACHED
         )
     except (OSError, UnicodeEncodeError):
         return None
     try:
-        return openat2.open_beneath(root_fd, os.fsencode("/".join(target.parts)), flags)
+        rel = os.fsencode("/".join(target.parts))
+        return openat2.openat2(root_fd, rel, flags, resolve=openat2.BENEATH_CACHED)
     except OSError:
         return None
     finally:

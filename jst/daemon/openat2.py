@@ -8,9 +8,9 @@ lets the event loop open a file without a thread hop.
 
 It is only an accelerator: ``EXDEV`` (an escape, but also an *absolute* symlink that
 stays inside, which the README promises to follow), ``EAGAIN``, ``ENOSYS`` and every
-other failure send the request to a worker thread, where ``fsroot.walk`` decides. Not
-used elsewhere: in a worker thread the walk costs about the same and is the one
-implementation shared with macOS.
+other failure fall back to ``fsroot.walk``, which decides (the event loop first sends
+the request to a worker thread). fsroot.open_file also tries it first, without
+``RESOLVE_CACHED``: one syscall instead of one per component.
 
 Measured here (Linux 6.18, 3 components, open + fstat + close, per call): openat2 through
 ctypes 7.9 us; the O_NOFOLLOW walk 11.0 us; ``realpath`` of root and target (the old way)
@@ -30,7 +30,8 @@ AT_FDCWD = -100
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_BENEATH = 0x08
 RESOLVE_CACHED = 0x20
-BENEATH_CACHED = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_CACHED
+BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
+BENEATH_CACHED = BENEATH | RESOLVE_CACHED
 
 
 class _OpenHow(ctypes.Structure):
@@ -53,11 +54,12 @@ def _load() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 _syscall = _load()
 
 
-def open_beneath(dir_fd: int, path: bytes, flags: int, resolve: int = BENEATH_CACHED) -> int:
-    """``openat2(dir_fd, path, {flags, 0, resolve})``; raises ``OSError`` like ``os.open``."""
+def openat2(dir_fd: int, path: bytes, flags: int, mode: int = 0, *, resolve: int = 0) -> int:
+    """``openat2(dir_fd, path, {flags, mode, resolve})``; raises ``OSError`` like
+    ``os.open``. ``resolve=BENEATH`` keeps the lookup below ``dir_fd``."""
     if _syscall is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
-    how = _OpenHow(flags, 0, resolve)
+    how = _OpenHow(flags, mode, resolve)
     fd: int = _syscall(SYS_OPENAT2, dir_fd, path, ctypes.byref(how), ctypes.sizeof(how))
     if fd < 0:
         code = ctypes.get_errno()
@@ -68,7 +70,7 @@ def open_beneath(dir_fd: int, path: bytes, flags: int, resolve: int = BENEATH_CA
 def _probe() -> bool:
     """Does this kernel have openat2 with RESOLVE_CACHED? (Checked once, at import.)"""
     try:
-        os.close(open_beneath(AT_FDCWD, b".", os.O_RDONLY | os.O_CLOEXEC))
+        os.close(openat2(AT_FDCWD, b".", os.O_RDONLY | os.O_CLOEXEC, resolve=BENEATH_CACHED))
     except OSError:
         return False
     return True
