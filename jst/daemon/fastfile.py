@@ -12,7 +12,7 @@ under 2 us. So ``read_range``/``write_at`` first try, on the event loop:
 * ``fstat``: a regular file, and for a read, the whole range present;
 * ``preadv``/``pwritev`` with ``RWF_NOWAIT``: fails with ``EAGAIN`` rather than waiting
   for the disk (``EOPNOTSUPP`` for buffered writes on most file systems, ext4 and tmpfs
-  included on Linux 6.18: remembered per device, so a write tries it once per device).
+  included on Linux 6.18: remembered per root folder, so each root pays for it once).
 
 Anything else, *including every error*, goes to a worker thread and fileops.py, which
 gives the answer; so the fast path can only succeed or step aside and its semantics are
@@ -33,8 +33,8 @@ import trio
 from jst.daemon import fileops, fsroot, openat2
 from jst.daemon.paths import Target
 
-# The engine reads 16 KiB blocks; 256 KiB is still under ~30 us of copying.
-NOWAIT_READ_LIMIT = 256 * 1024
+# The engine reads and writes 16 KiB blocks; 256 KiB is still under ~30 us of copying.
+NOWAIT_READ_LIMIT = NOWAIT_WRITE_LIMIT = 256 * 1024
 # A body this small is hashed on the loop (as routes.py does for POST /hash/*).
 INLINE_HASH_LIMIT = 64 * 1024
 
@@ -43,9 +43,9 @@ _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _ROOT_FLAGS = getattr(os, "O_PATH", 0) | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC
-# Devices (st_dev) whose file system answered EOPNOTSUPP to a RWF_NOWAIT write; devices
-# are few, so the set stays small.
-_NO_NOWAIT_WRITES: set[int] = set()
+# Root folders whose file system answered EOPNOTSUPP to a RWF_NOWAIT write (roots are
+# few; the set is emptied if it ever holds 64, and re-learnt).
+_NO_NOWAIT_WRITES: set[str] = set()
 
 
 def _open_cached(target: Target, flags: int) -> int | None:
@@ -101,22 +101,23 @@ def read_nowait(target: Target, offset: int, length: int | None) -> bytes | None
 
 def write_nowait(target: Target, body: bytes | memoryview, offset: int) -> int:
     """Write what can be written without waiting; the count (0: nothing, try a thread)."""
-    if not ENABLED or not body or offset + len(body) > fileops.OFF_T_MAX:
+    if not ENABLED or not body or len(body) > NOWAIT_WRITE_LIMIT:
+        return 0
+    if target.root in _NO_NOWAIT_WRITES or offset + len(body) > fileops.OFF_T_MAX:
         return 0
     fd = _open_cached(target, _WRITE_FLAGS)  # no O_CREAT: a new file takes the thread
     if fd is None:
         return 0
-    device = -1
     try:
-        st = os.fstat(fd)
-        device = st.st_dev
-        if device in _NO_NOWAIT_WRITES or not stat_mod.S_ISREG(st.st_mode):
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
             return 0
         written: int = os.pwritev(fd, (body,), offset, _RWF_NOWAIT)
         return written
     except OSError as exc:
-        if exc.errno == errno.EOPNOTSUPP and device != -1:
-            _NO_NOWAIT_WRITES.add(device)  # this file system cannot: do not ask again
+        if exc.errno == errno.EOPNOTSUPP:  # this file system cannot: do not ask again
+            if len(_NO_NOWAIT_WRITES) >= 64:
+                _NO_NOWAIT_WRITES.clear()
+            _NO_NOWAIT_WRITES.add(target.root)
         return 0
     finally:
         os.close(fd)
