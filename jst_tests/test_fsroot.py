@@ -164,5 +164,24 @@ def test_the_fast_path_answers_only_what_it_can_answer_alone(root: Path, tmp_pat
         ("d", 0, 1),
     ]:
         assert fastfile.read_nowait(target(root, rel), offset, length) is None, rel
+    opened = fastfile.open_nowait(target(root, "d/e/f"))
+    assert opened is not None
+    with opened:
+        assert (opened.size, os.pread(opened.fd, 10, 0)) == (6, b"inside")
+    for rel in ("d", "fifo", "out/f", "missing"):
+        assert fastfile.open_nowait(target(root, rel)) is None, rel
     root.rename(tmp_path / "unplugged")
     assert fastfile.read_nowait(target(root, "d/e/f"), 0, 3) is None
+    assert fastfile.open_nowait(target(root, "d/e/f")) is None
+
+
+async def test_open_for_read_from_the_event_loop_or_a_thread(root: Path, tmp_path: Path) -> None:
+    (root / "abs").symlink_to(root / "d")  # the thread's walk
+    for rel in ("d/e/f", "abs/e/f"):
+        with await fastfile.open_for_read(target(root, rel)) as opened:
+            assert os.pread(opened.fd, 10, 0) == b"inside"
+    (root / "out").symlink_to(tmp_path / "outside")
+    with pytest.raises(PathEscapesRoot):
+        await fastfile.open_for_read(target(root, "out/f"))
+    with pytest.raises(NotRegularFile):
+        await fastfile.open_for_read(target(root, "d"))

@@ -123,6 +123,34 @@ def write_nowait(target: Target, body: bytes | memoryview, offset: int) -> int:
         os.close(fd)
 
 
+def open_nowait(target: Target) -> fileops.OpenFile | None:
+    """``fileops.open_for_read`` if it can be done without waiting (and succeeds); else None."""
+    if not ENABLED:
+        return None
+    fd = _open_cached(target, _READ_FLAGS)
+    if fd is None:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        st = None
+    if st is None or not stat_mod.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fileops.OpenFile(fd, st.st_size, st.st_mtime_ns)
+
+
+async def open_for_read(target: Target) -> fileops.OpenFile:
+    """A regular file of a root, opened read-only, for ``os.sendfile`` and the like
+    (``GET /stream``): on the event loop when nothing would wait, else in a thread.
+    Raises the ``HttpError`` to answer with; the caller closes the file."""
+    opened = open_nowait(target)
+    if opened is not None:
+        return opened
+    result: fileops.OpenFile = await trio.to_thread.run_sync(fileops.open_for_read, target)
+    return result
+
+
 async def read_range(target: Target, offset: int, length: int | None) -> bytes:
     """``fileops.read_range``, on the event loop when the page cache allows."""
     data = read_nowait(target, offset, length)

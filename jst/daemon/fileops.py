@@ -17,13 +17,15 @@ status the spec gives to the step that failed, §5.8-§5.9; ``ENAMETOOLONG`` is 
 
 API for other modules (e.g. ``GET /stream``)::
 
-    target = state.target(root_key, rel)            # 403 / 400 (paths.py)
-    with await trio.to_thread.run_sync(fileops.open_for_read, target) as f:
-        ...  # f.fd: a regular file opened O_RDONLY (O_NONBLOCK set: harmless on a
-             # regular file, fine for os.sendfile), f.size, f.mtime_ns
+    target = ctx.state.target(root_key, rel)          # 403 / 400 (paths.py)
+    with await fastfile.open_for_read(target) as f:   # async: loop if cached, else thread
+        ...  # f.fd: a regular file opened O_RDONLY|O_CLOEXEC (O_NONBLOCK too: no effect
+             # on a regular file; fine for os.sendfile/os.preadv), f.size, f.mtime_ns
 
-``open_for_read`` raises the ``HttpError`` to answer with (404 missing or root folder
-gone, 400 escape or not a regular file). The caller owns the descriptor.
+``fastfile.open_for_read`` (or ``fileops.open_for_read`` in a worker thread) raises the
+``HttpError`` to answer with: 404 missing file or root folder gone, 400 a path that
+leads outside the root, 400 ``Not a regular file`` (a folder, a FIFO, a device). The
+caller owns the descriptor (``OpenFile`` is a context manager that closes it).
 """
 
 from __future__ import annotations
