@@ -185,3 +185,41 @@ async def test_open_for_read_from_the_event_loop_or_a_thread(root: Path, tmp_pat
         await fastfile.open_for_read(target(root, "out/f"))
     with pytest.raises(NotRegularFile):
         await fastfile.open_for_read(target(root, "d"))
+
+
+def test_remove_tree_handles_deep_trees_with_few_descriptors(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsroot, "TREE_FD_WINDOW", 4)
+    fsroot.make_dirs(target(root, "/".join(["t"] * 300)))  # deeper than Python's recursion
+    level = root
+    for i in range(300):
+        level = level / "t"
+        (level / f"file{i}").write_bytes(b"x")
+        if i % 50 == 0:
+            os.mkfifo(level / f"fifo{i}")
+            (level / f"link{i}").symlink_to(root / "d")
+    fsroot.remove(target(root, "t"))
+    assert sorted(os.listdir(root)) == ["d"]
+    assert (root / "d" / "e" / "f").read_bytes() == b"inside"
+
+
+def test_remove_tree_stops_when_a_closed_ancestor_was_moved(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder moved away while its tree is removed is not followed back up."""
+    monkeypatch.setattr(fsroot, "TREE_FD_WINDOW", 1)
+    fsroot.make_dirs(target(root, "t/u/v"))
+    (root / "t" / "u" / "v" / "f").write_bytes(b"x")
+    real_open = fsroot._open_level
+
+    def open_and_move(dir_fd: int, name: str) -> fsroot._Level:
+        level = real_open(dir_fd, name)
+        if name == "v":  # "u" goes elsewhere while we are inside "v"
+            (root / "t" / "u").rename(tmp_path / "moved")
+        return level
+
+    monkeypatch.setattr(fsroot, "_open_level", open_and_move)
+    with pytest.raises(OSError, match="moved") as caught:
+        fsroot.remove(target(root, "t"))
+    assert caught.value.errno == errno.ESTALE

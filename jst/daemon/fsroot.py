@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat as stat_mod
 import threading
 from collections import OrderedDict
@@ -78,8 +77,8 @@ def supported() -> bool:
     return (
         os.name == "posix"
         and bool(O_NOFOLLOW and O_DIRECTORY)
-        and {os.open, os.stat, os.mkdir, os.unlink, os.readlink} <= os.supports_dir_fd
-        and shutil.rmtree.avoids_symlink_attacks
+        and {os.open, os.stat, os.mkdir, os.unlink, os.rmdir, os.readlink} <= os.supports_dir_fd
+        and os.scandir in os.supports_fd
     )
 
 
@@ -353,16 +352,110 @@ def list_names(target: Target) -> list[str]:
 
 def remove(target: Target) -> None:
     """Delete the target itself: a file, a symlink (never its target), a whole tree
-    (``shutil.rmtree`` with ``dir_fd``: descriptor-based, it never follows a symlink)."""
+    (``remove_tree``: it never follows a symlink either)."""
 
     def final(dir_fd: int, name: str) -> None:
         if name == ".":  # only the root is reached without a name
             raise PathEscapesRoot()
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if stat_mod.S_ISDIR(st.st_mode):
-            shutil.rmtree(name, dir_fd=dir_fd)
+            remove_tree(dir_fd, name)
         else:
             os.unlink(name, dir_fd=dir_fd)
 
     with ROOTS.root(target.root) as handle:
         walk(handle, target.parts, final, follow_final=False)
+
+
+# A tree is removed holding at most this many folder descriptors; deeper, the ancestors'
+# are closed and re-opened through ".." on the way back up, each checked by identity.
+TREE_FD_WINDOW = 32
+
+
+@attrs.define
+class _Level:
+    fd: int | None  # None: closed to stay within TREE_FD_WINDOW
+    name: str  # its name in the level above
+    ident: tuple[int, int]
+    entries: Iterator[tuple[str, bool]]  # (name, is a folder), listed once
+
+
+def _entries(fd: int) -> Iterator[tuple[str, bool]]:
+    with os.scandir(fd) as scan:
+        listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in scan]
+    return iter(listed)
+
+
+def _open_level(dir_fd: int, name: str) -> _Level:
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        return _Level(fd, name, (st.st_dev, st.st_ino), _entries(fd))
+    except OSError:
+        os.close(fd)
+        raise
+
+
+def remove_tree(parent_fd: int, name: str) -> None:
+    """``rm -r`` of the folder ``name`` in ``parent_fd``, descriptor by descriptor.
+
+    Unlike ``shutil.rmtree`` (Python 3.11): every folder is opened with ``O_NOFOLLOW |
+    O_DIRECTORY | O_NONBLOCK`` (a symlink or FIFO swapped in is unlinked, never entered or
+    waited on), no recursion (a 1,024-deep tree is fine), bounded descriptors. An entry
+    that vanishes meanwhile is skipped; a folder moved away during the walk stops it.
+    """
+    levels = [_open_level(parent_fd, name)]
+    try:
+        while levels:
+            level = levels[-1]
+            assert level.fd is not None
+            for entry, is_dir in level.entries:
+                try:
+                    if is_dir:
+                        levels.append(_open_level(level.fd, entry))
+                        break
+                    os.unlink(entry, dir_fd=level.fd)
+                except FileNotFoundError:
+                    continue
+                except IsADirectoryError:  # became a folder since the listing
+                    levels.append(_open_level(level.fd, entry))
+                    break
+                except OSError as exc:  # became a symlink, a file, a FIFO: not entered
+                    if exc.errno not in _SYMLINK_ERRNOS:
+                        raise
+                    os.unlink(entry, dir_fd=level.fd)
+            else:
+                _leave(levels, parent_fd)
+                continue
+            _bound_descriptors(levels)
+    finally:
+        for level in levels:
+            if level.fd is not None:
+                os.close(level.fd)
+
+
+def _leave(levels: list[_Level], parent_fd: int) -> None:
+    """The top level is empty: remove it from the level above (re-opened if needed)."""
+    level = levels.pop()
+    assert level.fd is not None
+    try:
+        if levels and levels[-1].fd is None:
+            above = levels[-1]
+            fd = os.open("..", DIR_FLAGS, dir_fd=level.fd)
+            st = os.fstat(fd)
+            above.fd = fd
+            if (st.st_dev, st.st_ino) != above.ident:
+                raise OSError(errno.ESTALE, "a folder was moved while its tree was removed")
+    finally:
+        os.close(level.fd)
+    above_fd = levels[-1].fd if levels else parent_fd
+    assert above_fd is not None
+    os.rmdir(level.name, dir_fd=above_fd)
+
+
+def _bound_descriptors(levels: list[_Level]) -> None:
+    open_levels = [level for level in levels if level.fd is not None]
+    for level in open_levels[: max(len(open_levels) - TREE_FD_WINDOW, 0)]:
+        assert level.fd is not None
+        os.close(level.fd)
+        level.fd = None
