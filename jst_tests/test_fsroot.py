@@ -223,3 +223,32 @@ def test_remove_tree_stops_when_a_closed_ancestor_was_moved(
     with pytest.raises(OSError, match="moved") as caught:
         fsroot.remove(target(root, "t"))
     assert caught.value.errno == errno.ESTALE
+
+
+def test_the_portable_fallback_keeps_the_same_answers(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsroot_portable (Windows) behind fileops: same results, checked by name."""
+    from jst.daemon import fsroot_portable
+
+    monkeypatch.setattr(fileops, "_fs", fsroot_portable)
+    fileops.write_at(target(root, "n/m/f"), b"hello", 0, None)
+    assert fileops.read_range(target(root, "n/m/f"), 1, 3) == b"ell"
+    assert fileops.stat(target(root, "n/m/f"))["size"] == 5
+    assert sorted(fileops.list_dir(target(root, ""))) == ["d", "n"]
+    fileops.truncate(target(root, "n/m/f"), 2)
+    assert (root / "n" / "m" / "f").read_bytes() == b"he"
+    fileops.ensure_dir(target(root, "x/y"))
+    (root / "out").symlink_to(tmp_path / "outside")
+    with pytest.raises(PathEscapesRoot):
+        fileops.read_range(target(root, "out/f"), 0, None)
+    fileops.delete(target(root, "out"))
+    fileops.delete(target(root, "n"))
+    assert (tmp_path / "outside" / "f").exists()
+    assert sorted(os.listdir(root)) == ["d", "x"]
+    os.mkfifo(root / "fifo")
+    with pytest.raises(NotRegularFile):
+        fileops.truncate(target(root, "fifo"), 0)
+    root.rename(tmp_path / "gone")
+    with pytest.raises(RootUnavailable):
+        fileops.stat(target(root, "d"))

@@ -40,9 +40,11 @@ INLINE_HASH_LIMIT = 64 * 1024
 
 ENABLED = openat2.AVAILABLE and hasattr(os, "RWF_NOWAIT") and fsroot.supported()
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_WRITE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_ROOT_FLAGS = getattr(os, "O_PATH", 0) | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC
+# getattr: this module is imported on Windows too (ENABLED is False there).
+_SAFE = sum(getattr(os, flag, 0) for flag in ("O_NONBLOCK", "O_NOCTTY", "O_CLOEXEC"))
+_READ_FLAGS = os.O_RDONLY | _SAFE
+_WRITE_FLAGS = os.O_WRONLY | _SAFE
+_ROOT_FLAGS = getattr(os, "O_PATH", 0) | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 # Root folders whose file system answered EOPNOTSUPP to a RWF_NOWAIT write (roots are
 # few; the set is emptied if it ever holds 64, and re-learnt).
 _NO_NOWAIT_WRITES: set[str] = set()

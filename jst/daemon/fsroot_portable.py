@@ -18,6 +18,8 @@ from jst.daemon.paths import PathEscapesRoot, RootUnavailable, Target, is_within
 
 O_BINARY = getattr(os, "O_BINARY", 0)  # no newline translation
 O_NOINHERIT = getattr(os, "O_NOINHERIT", 0)
+# Where the OS has them (not Windows): a FIFO or device is opened without blocking.
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 
 
 def _check(target: Target, *, follow_final: bool = True) -> None:
@@ -36,7 +38,7 @@ def _check(target: Target, *, follow_final: bool = True) -> None:
 
 def open_file(target: Target, flags: int, *, make_dirs: bool = False, mode: int = 0o666) -> int:
     _check(target)
-    flags |= O_BINARY | O_NOINHERIT
+    flags |= O_BINARY | O_NOINHERIT | O_NONBLOCK
     try:
         return os.open(target.path, flags, mode)
     except FileNotFoundError:

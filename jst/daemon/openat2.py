@@ -69,6 +69,8 @@ def openat2(dir_fd: int, path: bytes, flags: int, mode: int = 0, *, resolve: int
 
 def _probe() -> bool:
     """Does this kernel have openat2 with RESOLVE_CACHED? (Checked once, at import.)"""
+    if _syscall is None:
+        return False
     try:
         os.close(openat2(AT_FDCWD, b".", os.O_RDONLY | os.O_CLOEXEC, resolve=BENEATH_CACHED))
     except OSError:
