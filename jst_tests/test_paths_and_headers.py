@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 
 import pytest
@@ -42,6 +43,21 @@ def test_resolution_of_legal_paths(rel: str, expected: str) -> None:
 def test_refused_paths(rel: str) -> None:
     with pytest.raises(InvalidPath):
         resolve(ROOT, rel)
+
+
+def test_depth_and_length_limits() -> None:
+    from jst.daemon.paths import MAX_DEPTH, PATH_MAX
+
+    assert len(resolve(ROOT, "/".join(["a"] * MAX_DEPTH)).parts) == MAX_DEPTH
+    for rel in (
+        "/".join(["a"] * (MAX_DEPTH + 1)),  # too deep
+        "n" * (PATH_MAX - len(ROOT)),  # too long with its root
+        "é" * (PATH_MAX // 2),  # too long in bytes, not in characters
+        json.loads('"lone \\ud800 surrogate"'),  # a JSON body may hold one
+    ):
+        with pytest.raises(InvalidPath):
+            resolve(ROOT, rel)
+    assert resolve(ROOT, "n" * (PATH_MAX - len(ROOT) - 2)).parts
 
 
 @given(st.text())

@@ -10,8 +10,12 @@ Module map:
   mux.py      the /io socket multiplexer: one nursery per session, a task per socket
   http.py     sans-I/O HTTP rules: request model, auth (§5.3), CORS (§5.4), parsing
   routes.py   route table and handlers (§5.7-§5.9)
-  paths.py    root/path resolution (§5.6 with the §9.11 fixes), pure
+  paths.py    root/path rules (§5.6 with the §9.11 fixes), pure; the path errors
+  fsroot.py   descriptor-relative resolution below a root (O_NOFOLLOW walk, root fds)
+  fsroot_portable.py  the same by name, where there is no openat (Windows)
+  openat2.py  Linux openat2(2) through ctypes (RESOLVE_BENEATH|RESOLVE_CACHED)
   fileops.py  blocking file work (run in worker threads) and OSError mapping
+  fastfile.py the file routes' event-loop fast path (page-cache reads, no thread hop)
   state.py    roots, extension id, counters: what /api/read-rpc-info-from-disk reloads
   errors.py   the daemon's exception hierarchy
 """

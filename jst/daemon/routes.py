@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
-from jst.daemon import fileops
+from jst.daemon import fastfile, fileops
 from jst.daemon.errors import HttpError, MethodNotAllowed, NotFound, Unauthorized
 from jst.daemon.http import (
     FILE_BODY_LIMIT,
@@ -78,7 +77,7 @@ async def write(req: Request, ctx: Context, root_key: str) -> Response:
     offset = header_u64(req, b"x-offset", "X-Offset") or 0
     target = ctx.state.target(root_key, rel)
     expected = ascii_header(req, b"x-expected-sha1", "X-Expected-SHA1")
-    await in_thread(fileops.write_at, target, body, offset, expected)
+    await fastfile.write_at(target, body, offset, expected)
     return Response()
 
 
@@ -87,7 +86,7 @@ async def read(req: Request, ctx: Context, root_key: str) -> Response:
     offset = header_u64(req, b"x-offset", "X-Offset") or 0
     length = header_u64(req, b"x-length", "X-Length")
     target = ctx.state.target(root_key, rel)
-    data = await in_thread(fileops.read_range, target, offset, length)
+    data = await fastfile.read_range(target, offset, length)
     return Response(200, data, OCTET_STREAM)
 
 
@@ -163,7 +162,7 @@ async def legacy_read(req: Request, ctx: Context, path: str) -> Response:
     offset = query.u64("offset") or 0
     length = query.u64("length")
     target = ctx.state.target(root_key, path)
-    data = await in_thread(fileops.read_range, target, offset, length)
+    data = await fastfile.read_range(target, offset, length)
     return Response(200, data, OCTET_STREAM)
 
 
@@ -174,7 +173,7 @@ async def legacy_write(req: Request, ctx: Context, path: str) -> Response:
     offset = query.u64("offset") or 0
     target = ctx.state.target(root_key, path)
     # The legacy route has no hash check and reports a full disk as a plain 500 (§5.9.4).
-    await in_thread(partial(fileops.write_at, storage_full=None), target, body, offset, None)
+    await fastfile.write_at(target, body, offset, None, storage_full=None)
     return Response()
 
 
