@@ -187,13 +187,13 @@ def test_interval_set_equals_a_naive_bitmap(ranges: list[tuple[int, int]], probe
     intervals = list(s)
     assert all(a < b for a, b in intervals)
     assert all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(intervals))
-    end = s.covering_end(probe)
+    run_end = s.covering_end(probe)
     if probe < 220 and bitmap[probe]:
-        assert end is not None
-        assert all(bitmap[probe:end])
-        assert end == 220 or not bitmap[end]
+        assert run_end is not None
+        assert all(bitmap[probe:run_end])
+        assert run_end == 220 or not bitmap[run_end]
     else:
-        assert end is None
+        assert run_end is None
     following = s.next_start(probe)
     expected = next((i for i in range(probe + 1, 220) if bitmap[i] and not bitmap[i - 1]), None)
     assert following == expected
