@@ -76,9 +76,9 @@ async def test_ffmpeg_seeks_past_the_downloaded_part_and_decodes_the_same_frames
     complete = tmp_path / "complete.mp4"
     make_mp4(complete)
     data = complete.read_bytes()
-    expected = subprocess.run(
-        decode_command(str(complete)), check=True, capture_output=True, timeout=60
-    ).stdout
+    with trio.fail_after(60):
+        reference = await trio.run_process(decode_command(str(complete)), capture_stdout=True)
+    expected = reference.stdout
     assert expected.count(b"\n0,") >= 40  # two seconds of frames
 
     name = "Some Movie/movie.mp4"
@@ -95,8 +95,16 @@ async def test_ffmpeg_seeks_past_the_downloaded_part_and_decodes_the_same_frames
             with trio.fail_after(120):
                 assert FFPROBE is not None
                 probe = await trio.run_process(
-                    [FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"]
-                    + [url],
+                    [
+                        FFPROBE,
+                        "-v",
+                        "error",
+                        "-show_entries",
+                        "format=duration",
+                        "-of",
+                        "csv=p=0",
+                        url,
+                    ],
                     capture_stdout=True,
                     capture_stderr=True,
                 )
