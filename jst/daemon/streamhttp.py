@@ -133,7 +133,7 @@ class _Placeholder:
 
 @attrs.define
 class ClientWatch:
-    active: bool = True  # False once a pipelined request makes the socket readable
+    complete: bool = False  # the whole body went out
 
 
 def _reason(status: int) -> bytes:
@@ -215,30 +215,68 @@ async def _simple(
 async def send_body(
     found: Stream, conn: h11.Connection, stream: trio.SocketStream, start: int, end: int
 ) -> None:
+    """The body ``[start, end)``, run by available run; ``ResponseEnded`` if cut short.
+
+    A watcher task lives beside the body for the whole response: when the client
+    leaves it cancels the body at once, whether that is waiting or sending.
+    """
     sock = stream.socket
     watch = ClientWatch()
-    fd: int | None = None
-    pos = start
+    # Opened before any wait when the file exists, so a wake-up pays no thread hop.
+    fd = await _open(found, missing_ok=True)
     try:
-        while pos < end:
-            run_end = min(await wait_available(found, sock, pos, end, watch), end)
-            if fd is None:
-                try:
-                    fd = await trio.to_thread.run_sync(open_file, found.target)
-                except Exception as exc:  # OSError, or the root/escape checks (HttpError)
-                    raise ResponseEnded from exc
-            conn.send_with_data_passthrough(h11.Data(data=_Placeholder(run_end - pos)))  # type: ignore[arg-type]
-            await send_file_range(sock, fd, pos, run_end - pos, stream)
-            pos = run_end
-        conn.send(h11.EndOfMessage())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_client, sock, watch, nursery.cancel_scope)
+            try:
+                pos = start
+                while pos < end:
+                    run_end = min(await wait_available(found, pos, end), end)
+                    if fd is None:
+                        fd = await _open(found, missing_ok=False)
+                    assert fd is not None
+                    conn.send_with_data_passthrough(h11.Data(data=_Placeholder(run_end - pos)))  # type: ignore[arg-type]
+                    await send_file_range(sock, fd, pos, run_end - pos, stream)
+                    pos = run_end
+                conn.send(h11.EndOfMessage())
+                watch.complete = True
+            except ResponseEnded:
+                pass  # (raised again below: a nursery would wrap it in a group)
+            nursery.cancel_scope.cancel()
     finally:
         if fd is not None:
             os.close(fd)
+    if not watch.complete:
+        raise ResponseEnded
 
 
-async def wait_available(
-    found: Stream, sock: trio.socket.SocketType, pos: int, end: int, watch: ClientWatch
-) -> int:
+async def _open(found: Stream, *, missing_ok: bool) -> int | None:
+    try:
+        return int(await trio.to_thread.run_sync(open_file, found.target))
+    except FileNotFoundError:
+        if missing_ok:
+            return None  # not written yet: opened when its first bytes are available
+        raise ResponseEnded from None
+    except Exception as exc:  # other OSErrors, the root/escape checks (HttpError)
+        raise ResponseEnded from exc
+
+
+async def _watch_client(
+    sock: trio.socket.SocketType, watch: ClientWatch, body: trio.CancelScope
+) -> None:
+    """End the response as soon as the client closes its side (§5 "a client that left").
+
+    A peek tells EOF (gone: cancel the body) from a pipelined request (still there: stop
+    watching, the next request is read after this response).
+    """
+    try:
+        data = await sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        data = b""
+    if not data:
+        body.cancel()
+
+
+async def wait_available(found: Stream, pos: int, end: int) -> int:
     """The end of the available run containing ``pos``, waiting for it if needed."""
     run_end = found.available.covering_end(pos)
     if run_end is not None:
@@ -259,38 +297,9 @@ async def wait_available(
                 if need_end > asked_end:
                     await found.send_need(pos, need_end)
                     asked_end = need_end
-                await _wait_change_or_leave(found.changed, sock, watch)
+                await found.changed.wait()
     except (trio.TooSlowError, StreamClosed) as exc:
         raise ResponseEnded from exc
-
-
-async def _wait_change_or_leave(
-    changed: trio.Event, sock: trio.socket.SocketType, watch: ClientWatch
-) -> None:
-    """Until availability changes; ``ResponseEnded`` at once if the client leaves."""
-    if not watch.active:
-        await changed.wait()
-        return
-    left = False
-    async with trio.open_nursery() as nursery:
-
-        async def watch_client() -> None:
-            nonlocal left
-            try:
-                data = await sock.recv(1, socket.MSG_PEEK)
-            except OSError:
-                data = b""
-            if data:
-                watch.active = False  # a pipelined request: the client is still there
-            else:
-                left = True
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(watch_client)
-        await changed.wait()
-        nursery.cancel_scope.cancel()
-    if left:
-        raise ResponseEnded
 
 
 async def send_file_range(
@@ -311,9 +320,15 @@ async def send_file_range(
             raise ResponseEnded from exc
         if sent == 0:
             raise ResponseEnded  # the file is shorter than the engine said
+        asked = count
         offset += sent
         count -= sent
-        await trio.lowlevel.checkpoint()
+        if count and sent < asked:
+            # The socket buffer is full: the next call would only fail with EAGAIN.
+            # Waiting is also this iteration's checkpoint.
+            await trio.lowlevel.wait_writable(sock)
+        else:
+            await trio.lowlevel.checkpoint()
 
 
 def _read_at(fd: int, offset: int, size: int) -> bytes:
