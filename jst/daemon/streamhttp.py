@@ -14,11 +14,12 @@ deliver the next STREAM_HAVE.
 
 A reader blocked on a missing byte (``wait_available``) sleeps on the stream's
 ``changed`` event, sends one STREAM_NEED for the range that starts there and again only
-when that range is no longer inside what it already asked for, watches its own socket
-for the client leaving (a ``MSG_PEEK`` receive: EOF ends the response at once, a
-pipelined request merely stops the watch), and gives up after ``STALL_SECONDS`` with
-nothing arriving. Any interrupted body leaves h11 mid-message: the connection is then
-closed, never reused (``serve`` returns False).
+when that range is no longer inside what it already asked for, and gives up after
+``STALL_SECONDS`` with nothing arriving. Beside every body runs a watcher of the
+client's side of the socket (a ``MSG_PEEK`` receive): EOF cancels the body at once,
+waiting or sending; a pipelined request merely ends the watch. Any interrupted body
+leaves h11 mid-message: the connection is then closed, never reused (``serve`` returns
+False).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ STREAM_PREFIX = b"/stream/"
 STALL_SECONDS = 60.0
 # Where the OS has no sendfile (Windows), bodies are read and sent in pieces this size.
 FALLBACK_PIECE = 1024 * 1024
+# One sendfile call never asks for more (Linux caps a call near 2 GiB anyway); it
+# keeps the count within what every platform's size_t and off_t arithmetic accepts.
+SENDFILE_MAX = 1 << 30
 _HAS_SENDFILE = hasattr(os, "sendfile")
 
 # `bytes=a-b`, `bytes=a-`, `bytes=-n`, one range only. Twenty digits hold any u64; a
@@ -311,16 +315,16 @@ async def send_file_range(
         return
     out = sock.fileno()
     while count:
+        asked = min(count, SENDFILE_MAX)
         try:
-            sent = os.sendfile(out, fd, offset, count)
+            sent = os.sendfile(out, fd, offset, asked)
         except BlockingIOError:
             await trio.lowlevel.wait_writable(sock)
             continue
-        except OSError as exc:  # EPIPE, ECONNRESET: the client left; EIO: the file
-            raise ResponseEnded from exc
+        except (OSError, OverflowError) as exc:  # EPIPE/ECONNRESET: the client left;
+            raise ResponseEnded from exc  # EIO: the file; Overflow: an offset past off_t
         if sent == 0:
             raise ResponseEnded  # the file is shorter than the engine said
-        asked = count
         offset += sent
         count -= sent
         if count and sent < asked:
