@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -362,3 +363,82 @@ async def test_token_is_long_and_never_logged(daemon_env: DaemonEnv) -> None:
     assert "stream" in logs  # debug logging did record the streams...
     for token in tokens:
         assert token not in logs  # ...but never their capability
+
+
+async def test_a_pipelined_request_is_not_mistaken_for_a_departed_client(
+    daemon: RunningDaemon, io: IoClient
+) -> None:
+    data = payload(2000)
+    put_file(daemon, "p.mp4", data)
+    opened = await open_stream(io, 1, "p.mp4", len(data), [(0, 1000)])
+    first_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: x\r\nRange: bytes=500-1499\r\n\r\n"
+    second_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n"
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    async with stream:
+        await stream.send_all(first_request.encode())
+        assert await expect_need(io, 1) == (1000, 1500)  # clipped to the request
+        # The first response is blocked; the next request arrives on the same socket
+        # (it makes the socket readable, as a departed client's EOF would).
+        await stream.send_all(second_request.encode())
+        await trio.sleep(0.3)
+        await send_have(io, 1, [(1000, 2000)])
+        received = b""
+        with trio.fail_after(10):
+            while received.count(b"HTTP/1.1 206") < 2 or not received.endswith(data[:10]):
+                chunk = await stream.receive_some(65536)
+                assert chunk, f"connection closed early after {received!r}"
+                received += chunk
+    first, second = received.split(b"HTTP/1.1 206 Partial Content\r\n")[1:]
+    assert first.endswith(b"\r\n\r\n" + data[500:1500])
+    assert second.endswith(b"\r\n\r\n" + data[:10])
+
+
+@pytest.fixture
+async def daemon_in_process(tmp_path: Path) -> AsyncIterator[tuple[int, str, Path]]:
+    """The daemon's HTTP server in this test's trio loop, so its constants can be patched."""
+    from jst.daemon.http import CorsPolicy
+    from jst.daemon.server import Server, serve
+    from jst.daemon.state import DaemonState
+
+    root = tmp_path / "root"
+    root.mkdir()
+    state = DaemonState(
+        token=b"in-process-token",
+        install_id="x",
+        rpc_info_path=tmp_path / "none.json",
+        cors=CorsPolicy.from_dev_origins(None),
+        roots={"0123456789abcdef": str(root)},
+    )
+    server = Server(state, lambda: None, keep_alive_seconds=30, max_ws_message=64 * MIB)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve, server, listener.detach(), shutdown, 1.0)
+        yield port, "in-process-token", root
+        shutdown.set()
+
+
+async def test_a_reader_with_nothing_arriving_ends_after_the_stall_limit(
+    daemon_in_process: tuple[int, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jst.daemon import streamhttp
+
+    monkeypatch.setattr(streamhttp, "STALL_SECONDS", 0.5)  # 60 s in the daemon
+    port, token, root = daemon_in_process
+    (root / "s.mp4").write_bytes(payload(1000))
+    async with io_session(port, token) as io, trio.open_nursery() as nursery:
+        opened = await open_stream(io, 1, "s.mp4", 1000, [(0, 100)])
+        reader = await start_reader(nursery, port, opened.url_path)
+        await expect_need(io, 1)
+        await reader.wait_ended()  # closed by the daemon, well before WAIT
+        assert not reader.complete
+        assert bytes(reader.body) == payload(1000)[:100]
+        # The stream itself stays open: a player retries with a new Range.
+        await send_have(io, 1, [(100, 1000)])
+        async with HttpClient(port) as http:
+            retry = await http.request("GET", opened.url_path, [("Range", "bytes=100-")])
+        assert retry.status == 206
+        assert retry.body == payload(1000)[100:]
