@@ -263,6 +263,7 @@ async def test_open_errors_say_why(daemon: RunningDaemon, io: IoClient) -> None:
         "escape": dict(path="../outside.mp4"),
         "absolute": dict(path="/etc/passwd"),
         "drive": dict(path="C:/x.mp4"),
+        "the root itself": dict(path="./"),
     }
     statuses = {}
     for name, fields in cases.items():
@@ -442,3 +443,19 @@ async def test_a_reader_with_nothing_arriving_ends_after_the_stall_limit(
             retry = await http.request("GET", opened.url_path, [("Range", "bytes=100-")])
         assert retry.status == 206
         assert retry.body == payload(1000)[100:]
+
+
+async def test_a_file_shorter_than_claimed_or_a_folder_ends_the_response(
+    daemon: RunningDaemon, io: IoClient
+) -> None:
+    put_file(daemon, "short.mp4", payload(500))
+    (daemon.env.root / "folder.mp4").mkdir()
+    short = await open_stream(io, 1, "short.mp4", 1000, [(0, 1000)])
+    folder = await open_stream(io, 2, "folder.mp4", 1000, [(0, 1000)])
+    async with trio.open_nursery() as nursery:
+        cut = await start_reader(nursery, daemon.port, short.url_path)
+        empty = await start_reader(nursery, daemon.port, folder.url_path)
+        await cut.wait_ended()
+        await empty.wait_ended()
+    assert (cut.status, cut.complete, bytes(cut.body)) == (200, False, payload(500))
+    assert (empty.status, empty.complete, bytes(empty.body)) == (200, False, b"")

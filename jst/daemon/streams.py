@@ -28,9 +28,11 @@ Nothing here logs a token (the URL is a capability); streams are named by sessio
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
+import stat
 import weakref
 
 import attrs
@@ -97,9 +99,14 @@ def check_file(target: Target) -> None:
 
 
 def open_file(target: Target) -> int:
-    """Blocking (worker thread): a read-only descriptor; OSError or HttpError."""
+    """Blocking (worker thread): a read-only descriptor of a regular file; OSError or
+    HttpError (a folder would open on Linux and then fail every sendfile)."""
     fileops.check_target(target)
-    return os.open(target.path, os.O_RDONLY | fileops.O_BINARY | fileops.O_CLOEXEC)
+    fd = os.open(target.path, os.O_RDONLY | fileops.O_BINARY | fileops.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file")
+    return fd
 
 
 class StreamClosed(Exception):
@@ -247,6 +254,8 @@ class SessionStreams:
             return
         try:
             target = resolve_target(self.state, request.root_key, request.path)
+            if target.is_root:
+                raise InvalidPath()  # a stream is a file, never the root folder
             # Inline in the session's read loop, on purpose: a STREAM_HAVE right behind
             # this STREAM_OPEN must find the stream open. Opening is rare; one thread hop.
             await trio.to_thread.run_sync(check_file, target)
