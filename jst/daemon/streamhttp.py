@@ -30,7 +30,6 @@ import os
 import re
 import socket
 
-import attrs
 import h11
 import trio
 
@@ -135,11 +134,6 @@ class _Placeholder:
         return self.size
 
 
-@attrs.define
-class ClientWatch:
-    complete: bool = False  # the whole body went out
-
-
 def _reason(status: int) -> bytes:
     return http.HTTPStatus(status).phrase.encode("ascii")
 
@@ -225,12 +219,12 @@ async def send_body(
     leaves it cancels the body at once, whether that is waiting or sending.
     """
     sock = stream.socket
-    watch = ClientWatch()
+    complete = False
     # Opened before any wait when the file exists, so a wake-up pays no thread hop.
     fd = await _open(found, missing_ok=True)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_client, sock, watch, nursery.cancel_scope)
+            nursery.start_soon(_watch_client, sock, nursery.cancel_scope)
             try:
                 pos = start
                 while pos < end:
@@ -242,14 +236,14 @@ async def send_body(
                     await send_file_range(sock, fd, pos, run_end - pos, stream)
                     pos = run_end
                 conn.send(h11.EndOfMessage())
-                watch.complete = True
+                complete = True
             except ResponseEnded:
                 pass  # (raised again below: a nursery would wrap it in a group)
             nursery.cancel_scope.cancel()
     finally:
         if fd is not None:
             os.close(fd)
-    if not watch.complete:
+    if not complete:
         raise ResponseEnded
 
 
@@ -264,9 +258,7 @@ async def _open(found: Stream, *, missing_ok: bool) -> int | None:
         raise ResponseEnded from exc
 
 
-async def _watch_client(
-    sock: trio.socket.SocketType, watch: ClientWatch, body: trio.CancelScope
-) -> None:
+async def _watch_client(sock: trio.socket.SocketType, body: trio.CancelScope) -> None:
     """End the response as soon as the client closes its side (§5 "a client that left").
 
     A peek tells EOF (gone: cancel the body) from a pipelined request (still there: stop

@@ -148,7 +148,10 @@ class Stream:
     async def send_need(self, start: int, end: int) -> None:
         if self.closed:
             raise StreamClosed
-        await self.out.send(streamwire.encode_stream_need(self.stream_id, start, end))
+        try:
+            await self.out.send(streamwire.encode_stream_need(self.stream_id, start, end))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise StreamClosed from exc  # the session's writer is gone
 
     def close(self) -> None:
         self.closed = True
