@@ -459,3 +459,26 @@ async def test_a_file_shorter_than_claimed_or_a_folder_ends_the_response(
         await empty.wait_ended()
     assert (cut.status, cut.complete, bytes(cut.body)) == (200, False, payload(500))
     assert (empty.status, empty.complete, bytes(empty.body)) == (200, False, b"")
+
+
+async def test_stream_close_also_ends_a_response_that_is_sending(
+    daemon: RunningDaemon, io: IoClient
+) -> None:
+    size = 64 * MIB
+    path = daemon.env.root / "big.mkv"
+    with path.open("wb") as file:
+        file.truncate(size)  # sparse: reads as zeros, costs no disk
+    opened = await open_stream(io, 1, "big.mkv", size, [(0, size)])
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    async with stream:
+        await stream.send_all(f"GET {opened.url_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        first = await stream.receive_some(65536)
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+        # The player stops reading: the daemon is blocked on a full socket mid-body.
+        await trio.sleep(0.3)
+        await close_stream(io, 1)
+        received = len(first)
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(1 << 20):
+                received += len(chunk)
+    assert received < size  # cut short: the connection closed, not the body completed
