@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev install uninstall browser test e2e lint bench clean
+.PHONY: dev install uninstall browser players test e2e lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,20 @@ browser:
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "chromium not installed and cannot install it here: browser tests will skip"; fi; }
 
-test: dev browser
+# Debian's ffmpeg/ffprobe: the real player of the streaming tests (and the maker of their
+# test videos). Installed like Chromium; where it cannot be, those tests skip and say why.
+players:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
+	  else echo "ffmpeg not installed and cannot install it here: player tests will skip"; fi; }
+
+test: dev browser players
 	$(BIN)/python -m pytest -q
 
 # Only the real-browser tests (inside a private network namespace).
-e2e: dev browser
+e2e: dev browser players
 	$(BIN)/python -m pytest -q -s jst_tests/test_e2e.py
 
 lint: dev

@@ -64,7 +64,7 @@ from typing import Any
 import attrs
 import trio
 
-from jst.daemon import netif, wire
+from jst.daemon import netif, streams, streamwire, wire
 from jst.daemon.state import DaemonState, Stats
 from jst.daemon.websocket import CLOSE_WAIT_SECONDS, STREAM_ERRORS, WebSocket
 
@@ -258,6 +258,7 @@ class Session:
         self.udp: BoundTable = {}
         self.next_accept_id = FIRST_ACCEPT_ID
         self.closing = False
+        self.streams: streams.SessionStreams | None = None  # 0x40-0x44 (streams.py)
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -280,6 +281,9 @@ class Session:
                 await self.out.send(wire.encode_error(frame.request_id, wire.INVALID_VERSION))
                 await self.out.send(CLOSE_PROTOCOL_ERROR)
                 self.closing = True
+                continue
+            if frame.opcode in streamwire.STREAM_OPCODES and self.streams is not None:
+                await self.streams.receive(frame)  # streaming (streams.py)
                 continue
             request = wire.parse_request(frame)
             if request is not None:
@@ -812,11 +816,13 @@ async def serve_session(ws: WebSocket, state: DaemonState) -> None:
         out_send, out_receive = trio.open_memory_channel[Any](OUTBOUND_QUEUE)
         async with trio.open_nursery() as nursery:
             session = Session(stats, nursery, out_send)
+            session.streams = streams.SessionStreams(state, out_send)
             nursery.start_soon(write_loop, out_receive, ws, nursery.cancel_scope)
             try:
                 await session.read_loop(ws)
             finally:
                 nursery.cancel_scope.cancel()
                 session.close_all()
+                session.streams.close_all()  # the session's streams die with it
     finally:
         stats.ws_connections -= 1

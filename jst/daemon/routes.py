@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from jst.daemon import fastfile, fileops
+from jst.daemon import fastfile, fileops, streams
 from jst.daemon.errors import HttpError, MethodNotAllowed, NotFound, Unauthorized
 from jst.daemon.http import (
     FILE_BODY_LIMIT,
@@ -78,6 +78,7 @@ async def write(req: Request, ctx: Context, root_key: str) -> Response:
     target = ctx.state.target(root_key, rel)
     expected = ascii_header(req, b"x-expected-sha1", "X-Expected-SHA1")
     await fastfile.write_at(target, body, offset, expected)
+    streams.on_verified_write(ctx.state, target, offset, len(body), expected)
     return Response()
 
 

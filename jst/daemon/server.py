@@ -36,7 +36,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from jst.daemon import mux
+from jst.daemon import mux, streamhttp, streams
 from jst.daemon.errors import HttpError, MethodNotAllowed, PayloadTooLarge
 from jst.daemon.http import TEXT_PLAIN, Request, Response, allow_header, parse_u64
 from jst.daemon.routes import Context, dispatch
@@ -136,7 +136,10 @@ class HttpConnection:
                 if is_io_upgrade(req):
                     await self.upgrade(req)
                     return
-                await self.serve_request(req)
+                if not streamhttp.is_stream_request(req):
+                    await self.serve_request(req)
+                elif not await streamhttp.serve(self.server.state, self.conn, self.stream, req):
+                    return  # /stream (streamhttp.py): a body cut short closes the connection
             except h11.RemoteProtocolError as exc:
                 await self.protocol_error(exc)
                 return
@@ -324,6 +327,7 @@ async def serve(
 ) -> None:
     """Accept and serve connections until ``shutdown`` is set, then stop as described above."""
     sock = trio.socket.from_stdlib_socket(socket.socket(fileno=listen_fd))
+    streams.hub(server.state).port = sock.getsockname()[1]  # for /stream URLs (streams.py)
     listener = trio.SocketListener(sock)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:

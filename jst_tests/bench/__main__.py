@@ -24,6 +24,7 @@ from pathlib import Path
 
 from jst_tests.bench import coldstart
 from jst_tests.bench import io as io_bench
+from jst_tests.bench import stream as stream_bench
 from jst_tests.daemonproc import ROOT_KEY, DaemonEnv, read_port_line, spawn, stop
 
 KIB = 1024
@@ -257,6 +258,7 @@ def main() -> None:
                 )
             )
             rows.extend(io_bench.rows(port, env.token, proc.pid, s))
+            rows.extend(stream_bench.rows(port, env.token, env.root))
             rows.append(("rss_after_load_mb", f"{rss_mib(proc.pid):.1f}", "target <= 80", ""))
         finally:
             stop(proc)

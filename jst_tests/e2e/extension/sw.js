@@ -263,3 +263,6 @@ self.udpEcho = async (port, message, socketId) => {
            from: untext(got.payload.subarray(8, 8 + length)),
            data: untext(got.payload.subarray(8 + length)) };
 };
+
+// Streaming: the engine side of the player page (player.html), kept in its own file.
+importScripts("player.sw.js");
