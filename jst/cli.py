@@ -14,6 +14,7 @@ commands:
   install        register jst with the browsers found here (and magnet:/.torrent)
   uninstall      remove exactly what install wrote
   doctor         check every browser can start jst; prints fixes
+  service        run|start|stop|status the persistent io-daemon service (SERVICE.md)
 """
 
 
@@ -44,5 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jst.linkhandler.cli import main as link_main
 
         return link_main(rest)
+    if command == "service":
+        from jst.service.cli import main as service_main
+
+        return service_main(rest)
     print(f"jst: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
     return 2

@@ -73,6 +73,18 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
         help="the native-host's control channel (unix:PATH or tcp:127.0.0.1:PORT); "
         "set by jst-native-host, see jst/control.py",
     )
+    p.add_argument(
+        "--service-link",
+        metavar="ADDRESS",
+        help="service mode: the jst service's channel (unix:PATH); serves /control, /roots, "
+        "/open (set by jst service, see jst/daemon/control_ws.py)",
+    )
+    p.add_argument(
+        "--idle-exit",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 after this long with no HTTP request and no WebSocket session",
+    )
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -178,7 +190,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
         state.load_config()
     except ConfigLoadError as exc:
         log.warning("starting without download roots: %s", exc)
-    return run(state, listener.detach(), port, args.parent_pid, args.host_control, early_signals)
+    if args.idle_exit is not None and not args.idle_exit > 0:
+        p.error("--idle-exit must be a positive number of seconds")
+    return run(
+        state, listener.detach(), port, args.parent_pid, args.host_control, early_signals,
+        service_link=args.service_link, idle_exit=args.idle_exit,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

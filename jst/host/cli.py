@@ -30,6 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
 
+    from jst.host import oneshot
+
+    consumed, one_shot = oneshot.peek_first_frame(0)  # SERVICE.md §2
+    if one_shot is not None:
+        return oneshot.run(one_shot, args)
+
     from jst.host import stdio
 
     in_fd, out_fd = stdio.take_stdio()
@@ -42,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup("native-host", config.app_dir() / LOG_FILE_NAME)
     host = Host(
-        in_stream=stdio.receive_stream(in_fd),
+        in_stream=oneshot.prefixed(consumed, stdio.receive_stream(in_fd)),
         out_stream=stdio.send_stream(out_fd),
         store=RpcInfoStore(config.rpc_info_path()),
         argv=args,
