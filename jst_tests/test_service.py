@@ -1,0 +1,225 @@
+"""``jst service`` and one-shot endpoint discovery, with real processes (SERVICE.md §1–2, §5).
+
+Every test has its own config dir and runtime dir; nothing but loopback and Unix
+sockets in those directories is used.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from jst_tests.hostproc import HostProcess, gone_within
+from jst_tests.serviceproc import ServiceEnv, nm_frame, oneshot, running_service, wait_for
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[ServiceEnv]:
+    service_env = ServiceEnv(tmp_path)
+    service_env.setup()
+    yield service_env
+    service_env.cleanup()
+
+
+def health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def endpoint(env: ServiceEnv) -> dict[str, object]:
+    reply, proc = oneshot(env)
+    assert proc.returncode == 0, proc.stderr
+    assert reply is not None
+    assert "error" not in reply, reply
+    return reply
+
+
+def test_oneshot_without_service_starts_one_and_answers(env: ServiceEnv) -> None:
+    reply = endpoint(env)
+    assert set(reply) == {"ip", "port", "token", "version", "roots"}
+    assert reply["ip"] == "127.0.0.1"
+    assert reply["roots"] == []
+    assert isinstance(reply["port"], int)
+    assert health(reply["port"])
+    [service] = env.services()
+    assert service.ppid() != os.getpid()  # detached: not a child of the host's parent (us)
+    assert os.getsid(service.pid) == service.pid  # its own session
+    [daemon] = env.daemons()
+    assert daemon.ppid() == service.pid
+    # The service is the profile's writer: link-handlers find it as they find a host.
+    [profile] = env.profiles()
+    assert profile["install_id"] == env.install_id
+    assert profile["pid"] == service.pid
+    assert profile["extension_id"] == "abcdefghijklmnopabcdefghijklmnop"
+
+
+def test_oneshot_with_running_service_uses_it(env: ServiceEnv) -> None:
+    with running_service(env) as proc:
+        first = endpoint(env)
+        second = endpoint(env)
+        assert (first["port"], first["token"]) == (second["port"], second["token"])
+        assert [p.pid for p in env.services()] == [proc.pid]
+        assert len(env.daemons()) == 1
+
+
+def test_twenty_oneshot_hosts_at_once_get_one_service_one_daemon(env: ServiceEnv) -> None:
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda _: oneshot(env)[0], range(20)))
+    assert all(r is not None and "error" not in r for r in replies), replies
+    assert len({(r["port"], r["token"]) for r in replies if r}) == 1
+    assert len(env.services()) == 1
+    assert len(env.daemons()) == 1
+    assert len(env.profiles()) == 1
+
+
+def test_daemon_sigkill_is_replaced_on_the_same_port(env: ServiceEnv) -> None:
+    with running_service(env):
+        reply = endpoint(env)
+        [daemon] = env.daemons()
+        os.kill(daemon.pid, signal.SIGKILL)
+        # SERVICE.md §5 says within 1 s; the time itself is measured by no test here
+        # (timings on a shared machine are noise), only that it happens, on that port.
+        port = int(str(reply["port"]))
+        wait_for(lambda: health(port) and env.daemons(), 5, "a new daemon")
+        [new] = env.daemons()
+        assert new.pid != daemon.pid
+        again = endpoint(env)
+        assert (again["port"], again["token"]) == (reply["port"], reply["token"])
+
+
+def test_sigkilled_service_leaves_no_daemon(env: ServiceEnv) -> None:
+    endpoint(env)
+    [service] = env.services()
+    [daemon] = env.daemons()
+    service.kill()
+    assert gone_within(daemon.pid, 2)
+
+
+def test_sigterm_ends_service_and_daemons(env: ServiceEnv) -> None:
+    endpoint(env)
+    other = attrs.evolve(env, install_id="other-install")
+    assert "error" not in (oneshot(other)[0] or {"error": 1})
+    [service] = env.services()
+    daemons = env.daemons()
+    assert len(daemons) == 2
+    service.send_signal(signal.SIGTERM)
+    assert gone_within(service.pid, 2)
+    for daemon in daemons:
+        assert gone_within(daemon.pid, 2)
+    assert not env.socket.exists()
+
+
+def test_stop_and_status(env: ServiceEnv) -> None:
+    result = env.cli("status")
+    assert result.returncode == 3
+    assert "not running" in result.stdout
+    started = env.cli("start")
+    assert started.returncode == 0, started.stderr
+    status = env.status()
+    assert status["running"]
+    assert status["installs"] == []
+    reply = endpoint(env)
+    [install] = env.status()["installs"]
+    assert install["port"] == reply["port"]
+    assert install["state"] == "RUNNING"
+    [service] = env.services()
+    [daemon] = env.daemons()
+    stopped = env.cli("stop")
+    assert stopped.returncode == 0
+    assert "stopped" in stopped.stdout
+    assert gone_within(service.pid, 2)
+    assert gone_within(daemon.pid, 2)
+
+
+def test_second_service_run_leaves_the_first(env: ServiceEnv) -> None:
+    with running_service(env) as first:
+        second = env.cli("run")
+        assert second.returncode == 0
+        assert "already running" in second.stderr
+        assert env.status()["pid"] == first.pid
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "get_browser_endpoint", "installId": 5},
+        {"type": "get_browser_endpoint", "installId": ""},
+        {"type": "get_browser_endpoint", "installId": "x" * 300},
+    ],
+)
+def test_bad_oneshot_message_is_answered_and_changes_nothing(
+    env: ServiceEnv, message: dict[str, object]
+) -> None:
+    reply, proc = oneshot(env, message)
+    assert proc.returncode == 0
+    assert reply is not None
+    assert set(reply) == {"error"}
+    assert "installId" in str(reply["error"])
+    assert env.services() == []
+    assert not env.rpc_info.exists()
+
+
+def test_oneshot_without_install_id_and_no_profile_is_an_error(env: ServiceEnv) -> None:
+    reply, _ = oneshot(env, {"type": "get_browser_endpoint"})
+    assert reply is not None
+    assert "error" in reply
+    assert env.daemons() == []
+
+
+def test_oneshot_without_install_id_uses_the_last_profile(env: ServiceEnv) -> None:
+    first = endpoint(env)
+    reply, _ = oneshot(env, {"type": "get_browser_endpoint"})
+    assert reply is not None
+    assert reply.get("port") == first["port"]
+
+
+def test_malformed_service_requests_are_answered(env: ServiceEnv) -> None:
+    with running_service(env):
+        for line in (b"not json\n", b"[1]\n", b'{"op": "nope"}\n', b"\xff\xfe\n"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(str(env.socket))
+                sock.sendall(line)
+                reply = json.loads(sock.makefile("rb").readline())
+            assert "error" in reply
+        assert env.status()["installs"] == []
+
+
+def test_socket_and_directory_are_private(env: ServiceEnv) -> None:
+    with running_service(env):
+        assert (env.socket.parent.stat().st_mode & 0o777) == 0o700
+        assert (env.socket.stat().st_mode & 0o777) == 0o600
+
+
+def test_default_mode_host_still_answers_a_handshake(env: ServiceEnv) -> None:
+    """The first-frame peek hands a normal request to the normal host unchanged."""
+    host = HostProcess(env)
+    try:
+        reply = host.handshake()
+        assert reply["payload"]["port"] > 0
+        assert env.services() == []  # the default mode never involves a service
+    finally:
+        host.proc.kill()
+        host.proc.wait()
+        for pid in host.descendants:
+            gone_within(pid, 2)
+
+
+def test_oneshot_frame_is_exactly_one(env: ServiceEnv) -> None:
+    raw = nm_frame({"type": "get_browser_endpoint", "installId": env.install_id})
+    reply, proc = oneshot(env, raw=raw + raw)  # a second message is never answered
+    assert reply is not None
+    assert "port" in reply
+    assert proc.returncode == 0
