@@ -326,13 +326,8 @@ class Service:
         }
 
     def _update_refreshed(self, record: HostRecord) -> list[DownloadRoot]:
-        """Merge our record, then write the roots back with fresh stat fields (thread)."""
-        roots = self.store.update(record)
-        record.roots = [rootstat.refresh(r) for r in roots]
-        try:
-            return self.store.update(record)
-        finally:
-            record.roots = None
+        """Merge our record; the roots come back with fresh stat fields (thread)."""
+        return rootstat.refresh_all(self.store.update(record))
 
     def _last_install_id(self) -> str | None:
         if self.installs:

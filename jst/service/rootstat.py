@@ -1,6 +1,8 @@
 """Download roots as the seed describes them: removable, reachable, when last checked.
 
-``refresh`` is what a handshake or an endpoint request does to each root: ``removable``
+``refresh`` is what a handshake or an endpoint request does to each root (in memory and
+in the reply; the file keeps what was picked, since rewriting a profile's roots would
+drop entries the parser kept verbatim): ``removable``
 detected (Linux: a mount under ``/media`` or ``/run/media``, or a backing block device
 whose ``removable`` flag is 1; macOS: under ``/Volumes``), ``last_stat_ok`` = the folder
 is there, ``last_checked`` = now. ``control_root`` is the ``/control`` shape
@@ -58,6 +60,10 @@ def refresh(root: DownloadRoot) -> DownloadRoot:
         last_stat_ok=available(root),
         last_checked=int(time.time() * 1000),
     )
+
+
+def refresh_all(roots: list[DownloadRoot]) -> list[DownloadRoot]:
+    return [refresh(root) for root in roots]
 
 
 def control_root(root: DownloadRoot) -> dict[str, Any]:
