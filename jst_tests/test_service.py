@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,11 @@ def test_sigkilled_service_leaves_no_daemon(env: ServiceEnv) -> None:
     [daemon] = env.daemons()
     service.kill()
     assert gone_within(daemon.pid, 2)
+    # Its socket is left behind; the next one-shot host starts a new service anyway.
+    again = endpoint(env)
+    assert again["port"] == endpoint(env)["port"]
+    [new] = env.services()
+    assert new.pid != service.pid
 
 
 def test_sigterm_ends_service_and_daemons(env: ServiceEnv) -> None:
@@ -223,3 +229,46 @@ def test_oneshot_frame_is_exactly_one(env: ServiceEnv) -> None:
     assert reply is not None
     assert "port" in reply
     assert proc.returncode == 0
+
+
+def fake_browser(env: ServiceEnv) -> tuple[Path, Path]:
+    """A 'chromium' that records its argv (one line per start) and waits."""
+    log = env.base / "browser-starts"
+    script = env.base / "apps" / "chromium"
+    script.parent.mkdir()
+    script.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\n"
+        f"with open({str(log)!r}, 'a') as f:\n"
+        "    f.write(f\"{os.getpid()} {' '.join(sys.argv[1:])}\\n\")\n"
+        "time.sleep(60)\n"
+    )
+    script.chmod(0o755)
+    return script, log
+
+
+def test_launch_browser_starts_the_recorded_browser_once(env: ServiceEnv) -> None:
+    script, log = fake_browser(env)
+    env.rpc_info.parent.mkdir(parents=True)
+    env.rpc_info.write_text(
+        json.dumps({"version": 1, "profiles": [{
+            "extension_id": None, "install_id": env.install_id, "pid": 1, "port": 1,
+            "token": "t", "started": 5, "last_used": 5, "download_roots": [],
+            "browser": {"name": "chromium", "binary": str(script), "extension_id": None},
+        }]})
+    )  # fmt: skip
+    browser_pid = 0
+    try:
+        with running_service(env, "--launch-browser") as service:
+            line = wait_for(lambda: log.exists() and log.read_text().strip(), what="a launch")
+            pid_text, _, args = line.partition(" ")
+            browser_pid = int(pid_text)
+            assert args == "--no-startup-window"  # Chromium family: no window
+            assert os.getsid(browser_pid) == browser_pid  # its own session
+            service.kill()
+        assert not gone_within(browser_pid, 0.5)  # outlives the service
+        with running_service(env, "--launch-browser"):
+            endpoint(env)  # the service is up and serving; the browser runs already
+        assert len(log.read_text().splitlines()) == 1  # left alone, not started again
+    finally:
+        if browser_pid:
+            os.kill(browser_pid, signal.SIGKILL)

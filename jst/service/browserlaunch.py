@@ -60,14 +60,15 @@ def _desktop_default() -> str | None:
 
 
 def already_running(binary: str) -> bool:
+    """A process of ``binary`` runs (its executable, or the script an interpreter runs)."""
     real = os.path.realpath(binary)
-    for proc in psutil.process_iter(["exe", "uids"]):
+    for proc in psutil.process_iter(["exe", "cmdline"]):
         try:
-            exe = proc.info.get("exe")
-            if exe and os.path.realpath(exe) == real:
-                return True
+            candidates = [proc.info.get("exe") or "", *(proc.info.get("cmdline") or [])[:2]]
         except (psutil.Error, OSError):
             continue
+        if any(c and os.path.isabs(c) and os.path.realpath(c) == real for c in candidates):
+            return True
     return False
 
 

@@ -82,7 +82,8 @@ NoticeHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 class Peer:
     """One end of the channel. ``run`` reads until the stream ends; requests in both
-    directions are served concurrently (a folder dialog never blocks an event)."""
+    directions are served concurrently (a folder dialog never blocks an event); notices
+    are handled in order, inline, so their handlers must not block."""
 
     def __init__(
         self, stream: trio.abc.Stream, on_request: RequestHandler, on_notice: NoticeHandler
@@ -139,7 +140,7 @@ class Peer:
                             break
                         self._decoder.receive_data(bytes(data))
                         continue
-                    self._dispatch(message, nursery)
+                    await self._dispatch(message, nursery)
                 nursery.cancel_scope.cancel()
         except ChannelError as exc:
             log.warning("service channel: %s", exc)
@@ -149,7 +150,7 @@ class Peer:
                 done.set()
             await trio.aclose_forcefully(self.stream)
 
-    def _dispatch(self, message: dict[str, Any], nursery: trio.Nursery) -> None:
+    async def _dispatch(self, message: dict[str, Any], nursery: trio.Nursery) -> None:
         if "re" in message:
             waiting = self._waiting.get(message["re"]) if isinstance(message["re"], int) else None
             if waiting is not None:
@@ -161,7 +162,7 @@ class Peer:
             raise ChannelError("a message without 'op'")
         request_id = message.get("id")
         if request_id is None:
-            nursery.start_soon(self._notice, message)
+            await self._notice(message)  # inline: notices keep their order
         elif isinstance(request_id, int):
             nursery.start_soon(self._answer, request_id, message)
         else:
