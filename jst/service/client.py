@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -110,6 +109,8 @@ def service_command(extra: list[str] | None = None) -> list[str]:
 
 def spawn_detached(extra: list[str] | None = None) -> int:
     """Start ``jst service run`` in its own session with nothing of ours; its pid."""
+    import subprocess  # only when starting one: the common path answers without it
+
     kwargs: dict[str, Any] = {}
     if sys.platform == "win32":
         kwargs["creationflags"] = 0x00000008 | 0x00000200  # DETACHED_PROCESS | NEW_GROUP

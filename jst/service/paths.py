@@ -16,7 +16,6 @@ import contextlib
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 DIR_NAME = "jstorrent-native"
@@ -38,6 +37,8 @@ def runtime_base() -> Path:
         base = Path(runtime)
         if len(str(base / DIR_NAME / SOCKET_NAME)) <= MAX_UNIX_PATH:
             return base
+    import tempfile  # only here: its import costs the one-shot host milliseconds
+
     uid = os.getuid() if hasattr(os, "getuid") else 0
     temp = tempfile.gettempdir()
     if len(temp) > MAX_UNIX_PATH - 60:
