@@ -272,3 +272,21 @@ def test_launch_browser_starts_the_recorded_browser_once(env: ServiceEnv) -> Non
     finally:
         if browser_pid:
             os.kill(browser_pid, signal.SIGKILL)
+
+
+def test_a_crash_loop_is_retried_by_a_later_request(env: ServiceEnv) -> None:
+    """The service outlives a daemon that cannot start; the next request tries again."""
+    broken = env.base / "daemon-broken"
+    wrapper = env.bin_dir / "io-daemon"
+    wrapper.write_text(
+        f'#!/bin/sh\n[ -e "{broken}" ] && exit 7\nexec "{sys.executable}" -m jst.daemon.cli "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    broken.touch()
+    with running_service(env, JST_IO_DAEMON=str(wrapper)):
+        reply, _ = oneshot(env)
+        assert reply is not None
+        assert "error" in reply
+        assert "failed" in str(reply["error"])
+        broken.unlink()
+        assert "port" in endpoint(env)

@@ -310,6 +310,7 @@ class Service:
                 log.error("endpoint request: %s", exc)
                 raise ServiceError(f"Failed to update rpc-info.json: {exc}") from exc
             install.supervisor.configure(record.extension_id, install.roots)
+        self._retry_after_giving_up(install)
         try:
             port, token = await install.supervisor.ensure_running(install_id)
         except DaemonUnavailable as exc:
@@ -324,6 +325,19 @@ class Service:
             "version": __version__,
             "roots": [root_json(r) for r in install.roots],
         }
+
+    def _retry_after_giving_up(self, install: Install) -> None:
+        """A host lives as long as a browser session and may give up for good after a
+        crash loop; the service lives for weeks: an endpoint request after it gave up
+        (the extension backs off between them) tries again, same token, same port if
+        it is free."""
+        old = install.supervisor
+        if old.failure is None:
+            return
+        log.warning("install %s: retrying the io-daemon (%s)", install.install_id, old.failure)
+        install.supervisor = Supervisor(
+            self._nursery, install.control, command=old.command, token=old.token, port=old.port
+        )
 
     def _update_refreshed(self, record: HostRecord) -> list[DownloadRoot]:
         """Merge our record; the roots come back with fresh stat fields (thread)."""
