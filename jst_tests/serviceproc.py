@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -43,14 +44,19 @@ class ServiceEnv(HostEnv):
     def environ(self, **extra: str) -> dict[str, str]:
         return super().environ(XDG_RUNTIME_DIR=str(self.runtime), **extra)
 
-    def processes(self, needle: str) -> list[psutil.Process]:
-        """Our processes (by runtime dir) whose command line contains ``needle``."""
+    def processes(self, *needles: str) -> list[psutil.Process]:
+        """Our processes (by runtime dir) whose command line contains one of ``needles``."""
         found = []
         for proc in psutil.process_iter(["cmdline"]):
             try:
-                if needle not in " ".join(proc.info["cmdline"] or []):
+                if not any(n in " ".join(proc.info["cmdline"] or []) for n in needles):
                     continue
-                if proc.environ().get("XDG_RUNTIME_DIR") != str(self.runtime):
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                try:
+                    ours = proc.environ().get("XDG_RUNTIME_DIR") == str(self.runtime)
+                except psutil.AccessDenied:  # in a user namespace (the e2e tests)
+                    ours = str(self.runtime) in cmdline or self._is_service_pid(proc.pid)
+                if not ours:
                     continue
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
@@ -59,11 +65,22 @@ class ServiceEnv(HostEnv):
             found.append(proc)
         return found
 
+    def _is_service_pid(self, pid: int) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(2)
+                sock.connect(str(self.socket))
+                sock.sendall(b'{"op": "status"}\n')
+                return bool(json.loads(sock.makefile("rb").readline()).get("pid") == pid)
+        except (OSError, ValueError):
+            return False
+
     def services(self) -> list[psutil.Process]:
-        return self.processes("jst.service.cli run")
+        # `python -m jst.service.cli run`, or `jst service run` (the console script)
+        return self.processes("jst.service.cli run", "jst service run")
 
     def daemons(self) -> list[psutil.Process]:
-        return self.processes("jst.daemon.cli")
+        return self.processes("jst.daemon.cli", "jst-io-daemon")
 
     def cleanup(self) -> None:
         for proc in [*self.services(), *self.daemons(), *self.processes("fake")]:
