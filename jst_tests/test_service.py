@@ -111,6 +111,10 @@ def test_sigkilled_service_leaves_no_daemon(env: ServiceEnv) -> None:
     assert again["port"] == endpoint(env)["port"]
     [new] = env.services()
     assert new.pid != service.pid
+    # The stale link.sock was replaced: link-handlers find the new service's socket.
+    [profile] = env.profiles()
+    assert profile["pid"] == new.pid
+    assert profile["jst_link"] == f"unix:{env.socket.with_name('link.sock')}"
 
 
 def test_sigterm_ends_service_and_daemons(env: ServiceEnv) -> None:

@@ -159,7 +159,6 @@ class Service:
     link_token: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     link_port: int = 0
     link_address: str | None = None
-    started: int = attrs.field(factory=lambda: int(time.time()))
     _installs_lock: trio.Lock = attrs.field(factory=trio.Lock)
     _nursery: trio.Nursery = attrs.field(init=False)
 
@@ -170,7 +169,7 @@ class Service:
         self.link_port = rpc_listeners[0].socket.getsockname()[1]
         link_path = self.runtime / paths.LINK_SOCKET_NAME
         try:
-            rpc_listeners.append(await _unix_listener(link_path))
+            rpc_listeners.append(await bind_service_socket(link_path))  # a stale one goes
             self.link_address = f"unix:{link_path}"
         except OSError as exc:
             log.warning("no link-handler socket at %s: %s", link_path, exc)
@@ -196,6 +195,8 @@ class Service:
                 install.supervisor.close()
                 with trio.CancelScope(shield=True):
                     await install.control.aclose()
+            with contextlib.suppress(OSError):
+                os.unlink(link_path)
         log.info("jst service exiting")
 
     def stop(self, why: str) -> None:
@@ -609,7 +610,8 @@ async def _unix_listener(path: Path) -> trio.SocketListener:
 
 
 async def bind_service_socket(path: Path) -> trio.SocketListener:
-    """service.sock, 0600; a stale one is unlinked (the caller holds service.lock)."""
+    """A Unix socket of ours, 0600; a stale one (a killed service's) is unlinked first:
+    the caller holds service.lock, so no live service owns it."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return await _unix_listener(path)
