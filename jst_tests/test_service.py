@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from jst_tests.hostproc import HostProcess, gone_within
+from jst_tests.hostproc import ORIGIN, HostProcess, gone_within
 from jst_tests.serviceproc import ServiceEnv, nm_frame, oneshot, running_service, wait_for
 
 
@@ -294,3 +295,19 @@ def test_a_crash_loop_is_retried_by_a_later_request(env: ServiceEnv) -> None:
         assert "failed" in str(reply["error"])
         broken.unlink()
         assert "port" in endpoint(env)
+
+
+def test_oneshot_path_imports_no_trio(env: ServiceEnv) -> None:
+    """SERVICE.md §6: the one-shot answer is due within milliseconds of the spawn."""
+    with running_service(env):
+        endpoint(env)  # the daemon runs: the measured host only asks
+        raw = nm_frame({"type": "get_browser_endpoint", "installId": env.install_id})
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "jst.host.cli", ORIGIN], input=raw,
+            capture_output=True, env=env.environ(), timeout=60, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 0
+    assert b'"port"' in proc.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.decode().splitlines()]
+    assert "jst.host.oneshot" in imported
+    assert not [name for name in imported if name == "trio" or name.startswith("trio.")]
