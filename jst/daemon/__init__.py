@@ -14,4 +14,6 @@ Module map:
   fileops.py  blocking file work (run in worker threads) and OSError mapping
   state.py    roots, extension id, counters: what /api/read-rpc-info-from-disk reloads
   errors.py   the daemon's exception hierarchy
+  control_ws.py service mode only (--service-link): /control, /roots, /open (SERVICE.md §3)
+  idle.py     --idle-exit: exit when no client has used the daemon for that long
 """
