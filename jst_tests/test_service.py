@@ -311,3 +311,15 @@ def test_oneshot_path_imports_no_trio(env: ServiceEnv) -> None:
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.decode().splitlines()]
     assert "jst.host.oneshot" in imported
     assert not [name for name in imported if name == "trio" or name.startswith("trio.")]
+
+
+def test_a_runtime_dir_that_cannot_be_private_is_refused(env: ServiceEnv) -> None:
+    (env.runtime / "jstorrent-native").write_text("someone else's file")
+    for action in ("run", "start"):
+        result = env.cli(action)
+        assert result.returncode == 1
+        assert "runtime directory" in result.stderr
+    reply, _ = oneshot(env)
+    assert reply is not None
+    assert "runtime directory" in str(reply.get("error"))
+    assert env.services() == []

@@ -139,6 +139,14 @@ def _print_status(status: dict[str, object]) -> None:
 
 def main(argv: Sequence[str] | None = None, prog: str = "jst service") -> int:
     args = parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return _main(args)
+    except paths.RuntimeDirError as exc:
+        print(f"jst service: cannot use the runtime directory: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.action == "run":
         return run(args)
     if args.action == "start":

@@ -12,7 +12,6 @@ Imports nothing heavy: the one-shot host uses this module before anything else.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import sys
@@ -47,11 +46,13 @@ def runtime_base() -> Path:
 
 
 def _private_dir(path: Path) -> None:
-    with contextlib.suppress(FileExistsError):
+    try:
         path.mkdir(mode=0o700, exist_ok=True)
-    if sys.platform == "win32":
-        return
-    info = os.lstat(path)
+        if sys.platform == "win32":
+            return
+        info = os.lstat(path)
+    except OSError as exc:
+        raise RuntimeDirError(f"cannot create {path}: {exc.strerror or exc}") from exc
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise RuntimeDirError(f"{path} is not a directory owned by this user")
     if stat.S_IMODE(info.st_mode) & 0o077:
