@@ -323,3 +323,19 @@ def test_a_runtime_dir_that_cannot_be_private_is_refused(env: ServiceEnv) -> Non
     assert reply is not None
     assert "runtime directory" in str(reply.get("error"))
     assert env.services() == []
+
+
+def test_idle_service_ends_after_its_idle_daemon(env: ServiceEnv) -> None:
+    with running_service(env, "--idle-exit", "1", "--daemon-idle-exit", "0.5") as proc:
+        endpoint(env)
+        assert proc.wait(30) == 0  # the daemon went idle, then the service
+    assert env.daemons() == []
+    assert not env.socket.exists()
+    assert "port" in endpoint(env)  # and the next request starts both again
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "x", "inf"])
+def test_bad_idle_exit_values_are_refused(env: ServiceEnv, value: str) -> None:
+    result = env.cli("run", "--idle-exit", value)
+    assert result.returncode == 2
+    assert "positive number of seconds" in result.stderr

@@ -36,14 +36,30 @@ def parser(prog: str) -> argparse.ArgumentParser:
         )
         sp.add_argument(
             "--daemon-idle-exit",
-            type=float,
+            type=_seconds,
             metavar="SECONDS",
             help="io-daemons exit after this long without a client (restarted on demand)",
+        )
+        sp.add_argument(
+            "--idle-exit",
+            type=_seconds,
+            metavar="SECONDS",
+            help="the service exits after this long with no io-daemon running",
         )
     sub.add_parser("stop", help="stop the service and its io-daemons")
     st = sub.add_parser("status", help="is it running, and what does it supervise")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def _options(args: argparse.Namespace) -> list[str]:
@@ -52,6 +68,8 @@ def _options(args: argparse.Namespace) -> list[str]:
         extra.append("--launch-browser")
     if args.daemon_idle_exit is not None:
         extra += ["--daemon-idle-exit", f"{args.daemon_idle_exit:g}"]
+    if args.idle_exit is not None:
+        extra += ["--idle-exit", f"{args.idle_exit:g}"]
     return extra
 
 
@@ -95,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         runtime=runtime,
         launch_browser=args.launch_browser,
         daemon_idle_exit=args.daemon_idle_exit,
+        idle_exit=args.idle_exit,
     )
     sock_path = paths.socket_path(runtime)
 

@@ -7,6 +7,7 @@
         ├── linkrpc.serve ........... the link-handler endpoint (PROTOCOL.md §4.3) on
         │                             127.0.0.1 and link.sock -> kept events
         ├── watch_signals
+        ├── watch_idle .............. with --idle-exit: no io-daemon that long -> stop
         ├── launch_browser .......... once, with --launch-browser (browserlaunch.py)
         └── per install id, from its first endpoint request on:
             ├── Supervisor._supervise  the io-daemon (host/supervisor.py): restarted
@@ -63,7 +64,7 @@ from jst.host.roots import (
     root_json,
 )
 from jst.host.store import RpcInfoStore, StoreError
-from jst.host.supervisor import DaemonUnavailable, Supervisor, daemon_command
+from jst.host.supervisor import DaemonState, DaemonUnavailable, Supervisor, daemon_command
 from jst.rpcinfo import Browser, DownloadRoot
 from jst.service import paths, rootstat
 from jst.service.channel import ChannelError, Peer, Reply
@@ -154,6 +155,8 @@ class Service:
     runtime: Path
     launch_browser: bool = False
     daemon_idle_exit: float | None = None
+    idle_exit: float | None = None  # SERVICE.md §1: end with no io-daemon for this long
+    in_flight: int = 0  # service.sock requests being answered
     installs: dict[str, Install] = attrs.field(factory=dict)
     orphans: KeptEvents = attrs.field(factory=KeptEvents)  # events before any install
     link_token: str = attrs.field(factory=lambda: str(uuid.uuid4()))
@@ -185,6 +188,8 @@ class Service:
                     linkrpc.serve, rpc_listeners, self.link_token, __version__, self._link_event
                 )
                 nursery.start_soon(self._serve_socket, sock_listener)
+                if self.idle_exit is not None:
+                    nursery.start_soon(self._watch_idle, self.idle_exit)
                 if self.launch_browser:
                     from jst.service import browserlaunch
 
@@ -202,6 +207,24 @@ class Service:
     def stop(self, why: str) -> None:
         log.info("stopping: %s", why)
         self._nursery.cancel_scope.cancel()
+
+    async def _watch_idle(self, seconds: float) -> None:
+        """Exit once no io-daemon has been running (or starting) for ``seconds``. With
+        ``--daemon-idle-exit`` this ends the service some time after its last client."""
+        idle_since = time.monotonic()
+        tick = max(0.05, min(1.0, seconds / 4))
+        while True:
+            await trio.sleep(tick)
+            busy = self.in_flight > 0 or any(
+                i.supervisor.state is not DaemonState.STOPPED or i.clients
+                for i in self.installs.values()
+            )
+            now = time.monotonic()
+            if busy:
+                idle_since = now
+            elif now - idle_since >= seconds:
+                self.stop(f"no io-daemon for {seconds:g} s (--idle-exit)")
+                return
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -231,7 +254,11 @@ class Service:
                     if not chunk:
                         break
                     data += chunk
-            reply = await self.handle_request(bytes(data.partition(b"\n")[0]))
+            self.in_flight += 1
+            try:
+                reply = await self.handle_request(bytes(data.partition(b"\n")[0]))
+            finally:
+                self.in_flight -= 1
             try:
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
