@@ -235,3 +235,24 @@ async def test_availability_change_is_pushed(
         assert (await roots_frame(client))[0]["available"] is False  # within 10 s (§ seed)
         moved.rename(downloads)
         assert (await roots_frame(client))[0]["available"] is True
+
+
+async def test_an_endpoint_request_that_changes_nothing_sends_no_roots(
+    env: ServiceEnv, downloads: Path, service: dict[str, Any]
+) -> None:
+    async with control(service) as client:
+        assert len(await roots_frame(client)) == 1
+        reply, _ = await trio.to_thread.run_sync(oneshot, env)
+        assert reply is not None
+        assert reply["port"] == service["port"]
+        with trio.move_on_after(1.0) as quiet:
+            await client.next(2)
+        assert quiet.cancelled_caught
+
+
+async def test_cors_follows_the_calling_extension(service: dict[str, Any]) -> None:
+    origin = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"  # hostproc.ORIGIN's id
+    async with HttpClient(int(service["port"])) as client:
+        reply = await client.request("GET", "/health", [("Origin", origin)])
+    assert reply.status == 200
+    assert reply.header("access-control-allow-origin") == origin
