@@ -17,6 +17,7 @@ commands:
   status         what runs now: hosts, io-daemons, roots (--json, --watch)
   add            hand magnet links and .torrent files to the running JSTorrent
   rpc            JSON-RPC 2.0 on stdin/stdout for other front-ends
+  service        run|start|stop|status the persistent io-daemon service (SERVICE.md)
 """
 
 
@@ -52,5 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jst.linkhandler.cli import main as link_main
 
         return link_main(rest)
+    if command == "service":
+        from jst.service.cli import main as service_main
+
+        return service_main(rest)
     print(f"jst: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
     return 2

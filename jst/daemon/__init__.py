@@ -18,4 +18,6 @@ Module map:
   fastfile.py the file routes' event-loop fast path (page-cache reads, no thread hop)
   state.py    roots, extension id, counters: what /api/read-rpc-info-from-disk reloads
   errors.py   the daemon's exception hierarchy
+  control_ws.py service mode only (--service-link): /control, /roots, /open (SERVICE.md §3)
+  idle.py     --idle-exit: exit when no client has used the daemon for that long
 """

@@ -90,6 +90,18 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
         help="the native-host's control channel (unix:PATH or tcp:127.0.0.1:PORT); "
         "set by jst-native-host, see jst/control.py",
     )
+    p.add_argument(
+        "--service-link",
+        metavar="ADDRESS",
+        help="service mode: the jst service's channel (unix:PATH); serves /control, /roots, "
+        "/open (set by jst service, see jst/daemon/control_ws.py)",
+    )
+    p.add_argument(
+        "--idle-exit",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 after this long with no HTTP request and no WebSocket session",
+    )
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -171,6 +183,8 @@ def announce_port(port: int) -> None:
 def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
     p = parser(prog)
     args = p.parse_args(argv)
+    if args.idle_exit is not None and not args.idle_exit > 0:
+        p.error("--idle-exit must be a positive number of seconds")
     token = read_token(args, p)
     # From here on SIGINT/SIGTERM must mean "exit 0 gracefully", even in the ~150 ms
     # before trio runs (a host may stop us right after reading the port line): remember
@@ -237,7 +251,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
         if not configured:
             log.info("exiting before serving: %s", "signal" if early_signals else "host gone")
             return 0
-    return run(state, listener.detach(), port, args.parent_pid, args.host_control, early_signals)
+    return run(
+        state, listener.detach(), port, args.parent_pid, args.host_control, early_signals,
+        service_link=args.service_link, idle_exit=args.idle_exit,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ class Shutdown:
         timer.start()
 
 
-async def http_server(state: DaemonState, listen_fd: int, shutdown: Shutdown) -> None:
+async def http_server(
+    state: DaemonState, listen_fd: int, shutdown: Shutdown, idle_exit: float | None = None
+) -> None:
     from jst.daemon.server import Server, serve
 
     server = Server(
@@ -74,7 +76,13 @@ async def http_server(state: DaemonState, listen_fd: int, shutdown: Shutdown) ->
         keep_alive_seconds=KEEP_ALIVE_SECONDS,
         max_ws_message=MAX_WS_MESSAGE,
     )
-    await serve(server, listen_fd, shutdown.event, GRACEFUL_SECONDS)
+    async with trio.open_nursery() as nursery:
+        if idle_exit is not None:
+            from jst.daemon.idle import watch_idle
+
+            nursery.start_soon(watch_idle, server, idle_exit, shutdown.request)
+        await serve(server, listen_fd, shutdown.event, GRACEFUL_SECONDS)
+        nursery.cancel_scope.cancel()
 
 
 async def watch_parent(pid: int, shutdown: Shutdown) -> None:
@@ -107,6 +115,21 @@ async def host_link(address: str, state: DaemonState, port: int, shutdown: Shutd
     shutdown.request(0, "host control channel closed")
 
 
+def start_service_link(address: str, state: DaemonState, nursery: trio.Nursery) -> None:
+    """Register the service-mode routes now (before any request), then run the channel."""
+    from jst.daemon.control_ws import enable
+
+    link = enable(address, state.token.decode("utf-8"))
+
+    async def run_link() -> None:
+        try:
+            await link.run()
+        except (OSError, ValueError, trio.TooSlowError) as exc:
+            log.error("cannot reach the jst service at %s: %s", address, exc)
+
+    nursery.start_soon(run_link)
+
+
 def run(
     state: DaemonState,
     listen_fd: int,
@@ -114,6 +137,8 @@ def run(
     parent_pid: int | None,
     host_control: str | None,
     early_signals: list[int],
+    service_link: str | None = None,
+    idle_exit: float | None = None,
 ) -> int:
     """Serve until shut down; returns the process exit status."""
     shutdown = Shutdown()
@@ -125,7 +150,9 @@ def run(
                 nursery.start_soon(watch_parent, parent_pid, shutdown)
             if host_control is not None:
                 nursery.start_soon(host_link, host_control, state, port, shutdown)
-            await http_server(state, listen_fd, shutdown)
+            if service_link is not None:
+                start_service_link(service_link, state, nursery)
+            await http_server(state, listen_fd, shutdown, idle_exit)
             nursery.cancel_scope.cancel()
 
     trio.run(serve_until_shutdown)

@@ -36,7 +36,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from jst.daemon import mux, streamhttp, streams
+from jst.daemon import control_ws, mux, streamhttp, streams
 from jst.daemon.errors import HttpError, MethodNotAllowed, PayloadTooLarge
 from jst.daemon.http import TEXT_PLAIN, Request, Response, allow_header, parse_u64
 from jst.daemon.routes import Context, dispatch
@@ -133,7 +133,7 @@ class HttpConnection:
                 if not isinstance(event, h11.Request):
                     return  # ConnectionClosed, or nothing usable
                 req = request_from(event)
-                if is_io_upgrade(req):
+                if is_io_upgrade(req) or control_ws.is_control_upgrade(req):
                     await self.upgrade(req)
                     return
                 if not streamhttp.is_stream_request(req):
@@ -265,7 +265,10 @@ class HttpConnection:
             self.track.websocket = scope
             if self.server.stopping:
                 scope.cancel()
-            await mux.serve_session(ws, self.server.state)
+            if req.raw_path == b"/control":  # service mode only (control_ws.py)
+                await control_ws.serve_session(ws, self.server.state)
+            else:
+                await mux.serve_session(ws, self.server.state)
 
     def encode_response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes

@@ -17,4 +17,6 @@ Modules (sans-I/O first, then the trio layer around them):
   stdio.py           taking Chrome's pipes away from fds 0/1 (per platform)
   main.py            the nursery tree and the request handlers
   cli.py             the entry point
+  oneshot.py         a first get_browser_endpoint message: ask jst service, answer once
+                     (SERVICE.md §2; no trio)
 """

@@ -35,6 +35,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
 
+    from jst.host import oneshot
+
+    # First: a one-shot get_browser_endpoint (SERVICE.md §2) asks the service and exits,
+    # so it must not start a daemon of its own. Chrome writes its first message at
+    # once, so the default mode does not wait here.
+    consumed, one_shot = oneshot.peek_first_frame(0)
+    if one_shot is not None:
+        return oneshot.run(one_shot, args)
+
     from jst.host import launch
 
     prelaunched = launch.prelaunch()
@@ -54,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jst.host.store import RpcInfoStore
 
     logs.setup("native-host", config.app_dir() / LOG_FILE_NAME)
-    in_stream = stdio.FirstRead(stdio.receive_stream(in_fd))
+    in_stream = stdio.FirstRead(oneshot.prefixed(consumed, stdio.receive_stream(in_fd)))
     host = Host(
         in_stream=in_stream,
         out_stream=stdio.send_stream(out_fd),

@@ -75,6 +75,7 @@ from jst.host.roots import (
 from jst.host.store import RpcInfoStore, StoreError
 from jst.host.supervisor import DaemonUnavailable, Supervisor
 from jst.rpcinfo import Browser, DownloadRoot
+from jst.service import rootstat
 
 log = logging.getLogger("jst.host")
 
@@ -363,6 +364,7 @@ class Host:
             self.record.install_id = req.install_id
             try:
                 self.roots = await trio.to_thread.run_sync(self.store.update, self.record)
+                self.roots = await trio.to_thread.run_sync(rootstat.refresh_all, self.roots)
             except StoreError as exc:
                 log.error("handshake: %s", exc)
                 return messages.failure(req.id, "Failed to update extension ID or install ID")

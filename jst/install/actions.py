@@ -115,6 +115,7 @@ class Options:
     firefox_ids: Sequence[str] = manifest.FIREFOX_EXTENSION_IDS
     dry_run: bool = False
     platform: str = sys.platform
+    service: bool = False  # install --service: the per-user jst service (service_unit.py)
 
 
 def layouts_for(opts: Options, everything: bool = False) -> list[Layout]:
@@ -197,6 +198,12 @@ class Installer:
                 self.say(f"WARNING: {layout.sandbox_note}")
         if opts.platform.startswith("linux") and not opts.system:
             self._register_handlers(receipt)
+        if opts.service:
+            from jst.install import service_unit
+
+            for write in service_unit.writes(opts):
+                self._write(write, receipt)
+            service_unit.enable(opts, self.say)
         if not opts.dry_run:
             self._mkdirs(self.receipt_path.parent, receipt)
             self.receipt_path.write_bytes(receipt.dump())
@@ -280,6 +287,9 @@ class Installer:
                 },
                 mimeapps=[str(config_home(opts.home) / "mimeapps.list")],
             )
+        from jst.install import service_unit
+
+        service_unit.disable(receipt.files, opts, self.say)
         for path_text, digest in receipt.files.items():
             path = Path(path_text)
             try:

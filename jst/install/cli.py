@@ -41,6 +41,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
             help="also allow this extension id (for developers of the extension)",
         )
         p.add_argument(
+            "--service",
+            action="store_true",
+            help="also install and enable the per-user jst service (systemd --user unit, "
+            "LaunchAgent on macOS)",
+        )
+        p.add_argument(
             "--firefox-extension-id",
             action="append",
             default=[],
@@ -60,6 +66,7 @@ def main(command: str, argv: Sequence[str]) -> int:
         extension_ids=getattr(args, "extension_id", []),
         firefox_ids=getattr(args, "firefox_extension_id", []) or manifest.FIREFOX_EXTENSION_IDS,
         dry_run=getattr(args, "dry_run", False),
+        service=getattr(args, "service", False),
     )
     try:
         if command == "doctor":

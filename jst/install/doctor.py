@@ -184,6 +184,26 @@ def _handler_rows(opts: actions.Options) -> list[Row]:
     return rows
 
 
+def _service_rows(opts: actions.Options) -> list[Row]:
+    """The persistent mode (SERVICE.md): optional, so only a broken setup fails."""
+    from jst.install import service_unit
+    from jst.service import client, paths
+
+    unit = service_unit.installed(opts)
+    try:
+        status: dict[str, Any] | None = client.request({"op": "status"}, timeout=2.0)
+    except (client.ServiceUnreachable, client.ServiceError, paths.RuntimeDirError):
+        status = None
+    if status is not None:
+        daemons = status.get("installs") or []
+        detail = f"running, pid {status.get('pid')}, {len(daemons)} io-daemon(s)"
+        return [Row("service", OK, detail + (f"; unit {unit}" if unit else "; no unit"))]
+    if unit is not None:
+        fix = "systemctl --user start jst.service (or `jst service start`); see jst-service.log"
+        return [Row("service", FAIL, f"unit {unit} installed, service not reachable", fix)]
+    return [Row("service", OK, "not installed (optional: `jst install --service`)")]
+
+
 def diagnose(opts: actions.Options) -> list[Row]:
     layouts = actions.layouts_for(opts)
     # Manifests left in browsers that look unused are checked too.
@@ -199,6 +219,8 @@ def diagnose(opts: actions.Options) -> list[Row]:
         rows += _layout_rows(layout, host_results)
     if opts.platform.startswith("linux") and not opts.system:
         rows += _handler_rows(opts)
+    if not opts.system:
+        rows += _service_rows(opts)
     if hasattr(os, "geteuid") and os.geteuid() == 0 and not opts.system:
         detail = "running as root: other users' browsers do not read root's manifests"
         rows.append(Row("user", WARN, detail, "run jst as the user who runs the browser"))

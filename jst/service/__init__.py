@@ -1,0 +1,9 @@
+"""``jst service``: the persistent io-daemon coordinator (SERVICE.md).
+
+* ``paths``   — the private runtime directory, its socket and lock files (no trio)
+* ``client``  — blocking client of ``service.sock``: the one-shot host and the CLI (no trio)
+* ``channel`` — the service↔daemon request channel (sans-I/O codec + a thin trio peer)
+* ``rootstat``— download roots as the seed describes them (removable, availability)
+* ``main``    — the service's nursery tree
+* ``cli``     — ``jst service run|start|stop|status``
+"""
