@@ -196,7 +196,8 @@ async def test_bodies_up_to_64_mib_are_written(client: HttpClient, daemon: Runni
 
 async def test_body_over_64_mib_is_413_before_anything_is_read(daemon: RunningDaemon) -> None:
     request = (
-        f"POST /write/{ROOT_KEY} HTTP/1.1\r\nHost: x\r\nX-JST-Auth: {daemon.env.token}\r\n"
+        f"POST /write/{ROOT_KEY} HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\n"
+        f"X-JST-Auth: {daemon.env.token}\r\n"
         f"X-Path-Base64: {b64('too-big')}\r\nContent-Length: {64 * MIB + 1}\r\n\r\n"
     ).encode()
     reply = await raw_exchange(daemon.port, request)

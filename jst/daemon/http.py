@@ -162,6 +162,24 @@ def is_authorized(req: Request, token: bytes) -> bool:
     return hmac.compare_digest(supplied, token)
 
 
+# Issue 12 (DNS rebinding): a web page whose name was re-pointed at 127.0.0.1 reaches us
+# with its own name in ``Host``; only our loopback names are served. Browsers always
+# send the port when it is not the scheme's default (ours never is), but a name without
+# a port still names loopback, so it is accepted too (HTTP/1.0 clients may send none).
+LOOPBACK_HOSTS = (b"127.0.0.1", b"localhost", b"[::1]")
+
+
+def host_allowed(host: bytes | None, port: int) -> bool:
+    """Is ``Host`` absent, or one of our loopback names with our port (or no port)?"""
+    if host is None:
+        return True
+    value = host.lower()
+    if value in LOOPBACK_HOSTS:
+        return True
+    name, _, given_port = value.rpartition(b":")
+    return name in LOOPBACK_HOSTS and given_port == b"%d" % port
+
+
 def needs_auth(req: Request) -> bool:
     return req.method != "OPTIONS" and req.raw_path not in (b"/health", b"/io")
 

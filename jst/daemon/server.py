@@ -1,20 +1,41 @@
-"""The daemon's HTTP/1.1 server: h11 over trio streams, with the ``/io`` upgrade.
+"""The daemon's HTTP/1.1 server: a lean fast path over raw sockets, h11 for everything else.
 
 Design notes
 ------------
-Protocol logic lives elsewhere: ``http.py`` (request rules), ``routes.py`` (handlers),
-``mux.py`` (the ``/io`` protocol), ``websocket.py`` (frames). This module is only the
-loop that moves bytes between a socket and those modules: one task per connection,
-requests served in order on a keep-alive connection, and ``GET /io`` with
-``Upgrade: websocket`` handed to the multiplexer after the ``101``.
+Protocol logic lives elsewhere: ``http.py`` (request rules), ``http1.py`` (the fast head
+parser), ``routes.py`` (handlers), ``mux.py`` (the ``/io`` protocol), ``websocket.py``
+(frames). This module is only the loop that moves bytes between a socket and those
+modules: one task per connection, requests served in order on a keep-alive connection,
+and ``GET /io`` with ``Upgrade: websocket`` handed to the multiplexer after the ``101``.
+
+Per request, the hot path costs one wait for readability (the request), a ``recv``, the
+fast head parse, the handler, and one ``sendmsg`` of head and body (no copy of the body).
+The sockets are plain non-blocking stdlib sockets driven with ``wait_readable`` /
+``wait_writable``; trio's ``SocketStream`` adds several checkpoints and a lock per call,
+which at 16 KiB per request was a large share of the daemon's time. A head the fast
+parser does not recognise is served, that one request, by a fresh h11 connection fed the
+same bytes; the connection returns to the fast path afterwards if h11 says it may.
 
 Why not hypercorn (which served the daemon until 0.2): the ``/io`` contract needs
-several WebSocket frames per socket write, and ASGI has no way to say that (each
-``websocket.send`` is one write); with hypercorn the 200-socket echo load reached 7,100
-msg/s and its per-request overhead capped 16 KiB writes at 2,800 req/s on this project's
-2-core reference machine. It also sent status lines without a reason phrase, which
-clients of the original check for (``HTTP/1.1 101 Switching Protocols``, §6.1). h11 and
-wsproto, the sans-I/O cores hypercorn itself uses, do the parsing here.
+several WebSocket frames per socket write, and ASGI has no way to say that; its
+per-request overhead capped 16 KiB writes at 2,800 req/s here; and it sent status lines
+without a reason phrase, which clients of the original check for (§6.1).
+
+Resource bounds (issue 12, "starvation without the token"): nothing a client without the
+token does may hold the daemon's descriptors for long.
+* A new connection must send a whole request head within ``HEAD_SECONDS``; an idle
+  keep-alive connection waits ``keep_alive_seconds`` for its next head, then
+  ``HEAD_SECONDS`` from the head's first byte. A body, or a response the client does not
+  read, may stall ``STALL_SECONDS`` at a time.
+* A refused request's body is never waited for: the answer says ``connection: close``,
+  the write side is shut, and whatever arrives within ``LINGER_SECONDS`` is discarded
+  (so the client reads the answer instead of a reset), then the socket is closed.
+* Connections waiting for a head are droppable. At most ``max_waiting`` connections that
+  never made an authorized request may wait at once (the oldest is dropped for a new
+  one), and when ``accept`` fails for lack of descriptors the oldest waiting connections
+  are dropped first (anonymous ones, then idle authorized ones); with nothing left to
+  drop, a reserve descriptor is freed to accept and close the newcomer, so the listening
+  queue keeps moving instead of filling up.
 
 Shutdown (``serve``): the listener closes first, so nothing new is accepted; connections
 waiting for their next request are closed at once; a request in progress gets
@@ -25,11 +46,12 @@ cancelled.
 from __future__ import annotations
 
 import contextlib
-import functools
+import errno
 import logging
+import math
+import os
 import socket
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 
 import attrs
 import h11
@@ -37,22 +59,48 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from jst.daemon import mux
-from jst.daemon.errors import HttpError, MethodNotAllowed, PayloadTooLarge
-from jst.daemon.http import TEXT_PLAIN, Request, Response, allow_header, parse_u64
+from jst.daemon.errors import Forbidden, HttpError, MethodNotAllowed, PayloadTooLarge
+from jst.daemon.http import (
+    TEXT_PLAIN,
+    Request,
+    Response,
+    allow_header,
+    host_allowed,
+    needs_auth,
+    parse_u64,
+)
+from jst.daemon.http1 import (
+    MAX_HEAD_SIZE,
+    REASONS,
+    HeadTooLarge,
+    encode_head,
+    find_head_end,
+    parse_simple_head,
+)
 from jst.daemon.routes import Context, dispatch
 from jst.daemon.state import DaemonState
-from jst.daemon.websocket import STREAM_ERRORS, WebSocket
+from jst.daemon.websocket import WebSocket
 
 log = logging.getLogger("jst.daemon.http")
 
-REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 TOO_LARGE = "Failed to buffer the request body: length limit exceeded"
-RECEIVE_SIZE = 256 * 1024
-# A request head larger than this is refused (431); the engine's are a few hundred bytes.
-MAX_HEAD_SIZE = 64 * 1024
-# After a response, body bytes the handler did not read are skipped up to this much to
-# keep the connection; beyond it the connection is closed instead.
-MAX_DRAIN = 1024 * 1024
+# One receive of a head (and what follows it); bodies are received in place.
+RECEIVE_SIZE = 64 * 1024
+# A client sends a whole head within this long (the engine's take microseconds).
+HEAD_SECONDS = 10.0
+# A body, or the reading of our response, may make no progress for this long.
+STALL_SECONDS = 10.0
+# After refusing a request whose body is still coming: drain this much, this long.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
+# Waiting connections without an authorized request: this many at most, whatever the
+# descriptor limit (each may hold a 64 KiB partial head).
+MAX_WAITING_CAP = 512
+# accept() errors that mean "out of descriptors or memory": drop waiting connections.
+FD_PRESSURE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# accept() errors about one connection only (it died in the queue): try the next one.
+ACCEPT_RETRY_ERRNOS = frozenset((errno.ECONNABORTED, errno.EPERM, getattr(errno, "EPROTO", 71)))
+SHED_BATCH = 16
 
 
 class ClientGone(Exception):
@@ -61,8 +109,22 @@ class ClientGone(Exception):
 
 @attrs.define(eq=False)
 class ConnectionState:
-    idle_scope: trio.CancelScope | None = None  # set while waiting for the next request
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    trusted: bool = False  # has made an authorized request
     websocket: trio.CancelScope | None = None  # set while serving an /io session
+
+
+def waiting_cap() -> int:
+    """How many anonymous connections may wait for a head: a quarter of the fd limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_WAITING_CAP
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        return MAX_WAITING_CAP
+    return max(16, min(MAX_WAITING_CAP, soft // 4))
 
 
 @attrs.define
@@ -71,22 +133,56 @@ class Server:
     request_shutdown: Callable[[], None]
     keep_alive_seconds: float
     max_ws_message: int
+    port: int = 0  # the listening port, for the Host check (set by ``serve``)
+    max_waiting: int = MAX_WAITING_CAP
+    reserve_fd: int | None = None  # freed to accept (and close) a newcomer when out of fds
     stopping: bool = False
     connections: set[ConnectionState] = attrs.field(factory=set)
+    # Connections waiting for a request head, oldest first (dicts keep insertion order).
+    waiting_anon: dict[ConnectionState, None] = attrs.field(factory=dict)
+    waiting_trusted: dict[ConnectionState, None] = attrs.field(factory=dict)
     drained: trio.Event = attrs.field(factory=trio.Event)  # stopping and no connection left
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, sock: socket.socket) -> None:
         track = ConnectionState()
         self.connections.add(track)
         try:
-            await HttpConnection(self, stream, track).run()
+            with track.scope:
+                await HttpConnection(self, sock, track).run()
         except Exception:
             log.exception("unexpected error on an HTTP connection")
         finally:
+            self.end_wait(track)
             self.connections.discard(track)
-            await trio.aclose_forcefully(stream)
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
             if self.stopping and not self.connections:
                 self.drained.set()
+
+    def begin_wait(self, track: ConnectionState) -> None:
+        if self.stopping:
+            track.scope.cancel()
+        elif track.trusted:
+            self.waiting_trusted[track] = None
+        else:
+            self.waiting_anon[track] = None
+            if len(self.waiting_anon) > self.max_waiting:
+                self.shed(1)
+
+    def end_wait(self, track: ConnectionState) -> None:
+        self.waiting_anon.pop(track, None)
+        self.waiting_trusted.pop(track, None)
+
+    def shed(self, count: int) -> int:
+        """Drop up to ``count`` waiting connections, oldest anonymous ones first."""
+        dropped = 0
+        for waiting in (self.waiting_anon, self.waiting_trusted):
+            while waiting and dropped < count:
+                track = next(iter(waiting))
+                del waiting[track]
+                track.scope.cancel()
+                dropped += 1
+        return dropped
 
     async def wait_drained(self) -> None:
         if self.connections:
@@ -94,78 +190,137 @@ class Server:
 
     def stop_idle(self) -> None:
         self.stopping = True
+        self.shed(len(self.connections))
         for track in self.connections:
-            if track.idle_scope is not None:
-                track.idle_scope.cancel()
             if track.websocket is not None:
                 track.websocket.cancel()
 
 
 class HttpConnection:
-    def __init__(self, server: Server, stream: trio.SocketStream, track: ConnectionState):
+    def __init__(self, server: Server, sock: socket.socket, track: ConnectionState) -> None:
         self.server = server
-        self.stream = stream
+        self.sock = sock
         self.track = track
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        self.buf = b""  # received, not yet consumed
+        self.body_left = 0  # bytes of the current (fast-path) request body not consumed
+        self.conn: h11.Connection | None = None  # only while h11 serves a request
 
-    async def _event(self) -> h11.Event:
-        conn = self.conn
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
-            try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            except STREAM_ERRORS as exc:
-                raise ClientGone from exc
-            conn.receive_data(bytes(data))
+    # --- raw I/O, each wait bounded by the connection's cancel scope -------------------
+
+    async def receive(self, stall: float) -> bytes:
+        """The next bytes (``b""`` at EOF); the connection ends if none come in ``stall``."""
+        sock = self.sock
+        scope = self.track.scope
+        scope.deadline = trio.current_time() + stall
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    return sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise ClientGone from exc
+        finally:
+            scope.deadline = math.inf
+
+    async def send_all(self, head: bytes, body: bytes = b"") -> None:
+        """Write ``head`` then ``body`` (one ``sendmsg`` when the socket has room)."""
+        sock = self.sock
+        buffers: list[bytes | memoryview] = [head, body] if body else [head]
+        scope = self.track.scope
+        try:
+            while True:
+                try:
+                    sent = sock.sendmsg(buffers)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise ClientGone from exc
+                while sent:
+                    first = len(buffers[0])
+                    if sent >= first:
+                        sent -= first
+                        del buffers[0]
+                    else:
+                        buffers[0] = memoryview(buffers[0])[sent:]
+                        sent = 0
+                if not buffers:
+                    return
+                scope.deadline = trio.current_time() + STALL_SECONDS
+                await trio.lowlevel.wait_writable(sock)
+        finally:
+            scope.deadline = math.inf
+
+    async def next_head(self, first: bool) -> bytes | None:
+        """The next request head with its blank line; None if the client closed."""
+        buf = self.buf
+        end = find_head_end(buf)
+        if end >= 0:
+            self.buf = buf[end:]
+            await trio.lowlevel.checkpoint()  # pipelined: let other connections run
+            return buf[:end]
+        server = self.server
+        scope = self.track.scope
+        server.begin_wait(self.track)
+        try:
+            now = trio.current_time()
+            deadline = now + (HEAD_SECONDS if first or buf else server.keep_alive_seconds)
+            sock = self.sock
+            while True:
+                scope.deadline = deadline
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    data = sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return None
+                if not data:
+                    return None
+                if not buf:
+                    deadline = min(deadline, trio.current_time() + HEAD_SECONDS)
+                    buf = data
+                else:
+                    buf += data
+                end = find_head_end(buf)
+                if end >= 0:
+                    self.buf = buf[end:]
+                    return buf[:end]
+        finally:
+            server.end_wait(self.track)
+            scope.deadline = math.inf
+
+    # --- the connection loop -----------------------------------------------------------
 
     async def run(self) -> None:
-        conn = self.conn
+        first = True
         while not self.server.stopping:
             try:
-                with trio.move_on_after(self.server.keep_alive_seconds) as idle:
-                    self.track.idle_scope = idle
-                    event = await self._event()
-                self.track.idle_scope = None
-                if idle.cancelled_caught:
-                    return  # idle keep-alive connection, or shutting down
-                if not isinstance(event, h11.Request):
-                    return  # ConnectionClosed, or nothing usable
-                req = request_from(event)
-                if is_io_upgrade(req):
-                    await self.upgrade(req)
+                head = await self.next_head(first)
+                if head is None:
                     return
-                await self.serve_request(req)
-            except h11.RemoteProtocolError as exc:
-                await self.protocol_error(exc)
+                first = False
+                parsed = parse_simple_head(head) if head.endswith(b"\r\n\r\n") else None
+                if parsed is None:
+                    keep = await self.serve_with_h11(head)
+                else:
+                    keep = await self.serve_fast(*parsed)
+            except HeadTooLarge:
+                await self.send_error(431, b"Request header fields too large")
                 return
             except ClientGone:
                 return
-            if conn.our_state is h11.MUST_CLOSE or not await self.finish_cycle():
+            if not keep:
                 return
 
-    async def finish_cycle(self) -> bool:
-        """Skip an unread request body (bounded); True if the connection can be reused."""
-        conn = self.conn
-        drained = 0
-        while conn.their_state is h11.SEND_BODY:
-            event = await self._event()
-            if isinstance(event, h11.Data):
-                drained += len(event.data)
-                if drained > MAX_DRAIN:
-                    return False
-            elif not isinstance(event, h11.EndOfMessage):
-                return False
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            return True
-        return False
-
-    async def serve_request(self, req: Request) -> None:
-        state = self.server.state
-        ctx = Context(state, self.body_reader(req), self.server.request_shutdown)
+    async def respond(self, req: Request, read_body: Callable[[int], Awaitable[bytes]]) -> Response:
+        """Host check, then dispatch; any ``HttpError`` becomes its response."""
+        server = self.server
         try:
+            if not host_allowed(req.header(b"host"), server.port):
+                raise Forbidden("Invalid Host header")
+            ctx = Context(server.state, read_body, server.request_shutdown)
             response = await dispatch(req, ctx)
         except HttpError as exc:
             response = error_response(exc)
@@ -174,20 +329,190 @@ class HttpConnection:
         except Exception:
             log.exception("unexpected error in %s %r", req.method, req.raw_path)
             response = Response(500)
-        headers = [(b"content-length", str(len(response.body)).encode())]
+        if not self.track.trusted and response.status not in (401, 403) and needs_auth(req):
+            self.track.trusted = True
+        return response
+
+    def response_headers(self, req: Request, response: Response) -> list[tuple[bytes, bytes]]:
+        state = self.server.state
+        headers = [(b"content-length", b"%d" % len(response.body))]
         if response.content_type is not None:
             headers.append((b"content-type", response.content_type))
-        headers.extend(response.headers)
-        headers.extend(state.cors.response_headers(req, state.extension_id))
-        if self.server.stopping:
+        headers += response.headers
+        headers += state.cors.response_headers(req, state.extension_id)
+        return headers
+
+    # --- the fast path -----------------------------------------------------------------
+
+    async def serve_fast(self, req: Request, length: int) -> bool:
+        """Serve one plain request; True if the connection may carry another."""
+        self.body_left = length
+        response = await self.respond(req, self.read_fast_body)
+        close = self.server.stopping
+        if self.body_left:
+            if len(self.buf) >= self.body_left:  # unread but already here: skip it
+                self.buf = self.buf[self.body_left :]
+                self.body_left = 0
+            else:
+                close = True  # never wait for the body of a request we answered
+        headers = self.response_headers(req, response)
+        if close:
             headers.append((b"connection", b"close"))
         body = b"" if req.method == "HEAD" else response.body
-        data = self.encode_response(response.status, headers, body)
-        await self.send(data)
+        await self.send_all(encode_head(response.status, headers), body)
         if response.after_send is not None:
             response.after_send()
+        if close:
+            await self.linger()
+            return False
+        return True
 
-    def body_reader(self, req: Request) -> Callable[[int], Awaitable[bytes]]:
+    async def read_fast_body(self, limit: int) -> bytes:
+        length = self.body_left
+        if length > limit:
+            raise PayloadTooLarge(TOO_LARGE)  # refused before reading a byte
+        buf = self.buf
+        if len(buf) >= length:
+            self.buf = buf[length:]
+            self.body_left = 0
+            return buf[:length]
+        # Received in place: a 1 MiB body is never copied between buffers.
+        body = bytearray(length)
+        view = memoryview(body)
+        have = len(buf)
+        view[:have] = buf
+        self.buf = b""
+        sock = self.sock
+        scope = self.track.scope
+        try:
+            while have < length:
+                try:
+                    got = sock.recv_into(view[have:])
+                except BlockingIOError:
+                    scope.deadline = trio.current_time() + STALL_SECONDS
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                except OSError as exc:
+                    raise ClientGone from exc
+                if not got:
+                    raise ClientGone
+                have += got
+                self.body_left = length - have
+        finally:
+            scope.deadline = math.inf
+        self.body_left = 0
+        return body  # type: ignore[return-value]  # bytes-like; handlers only read it
+
+    async def linger(self) -> None:
+        """Shut our side, discard what the client still sends for a moment, then close."""
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        with trio.move_on_after(LINGER_SECONDS):
+            drained = 0
+            while drained < LINGER_BYTES:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    data = sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                drained += len(data)
+
+    async def send_error(self, status: int, message: bytes) -> None:
+        """A plain-text error after which this connection is closed."""
+        headers = [
+            (b"content-length", b"%d" % len(message)),
+            (b"content-type", TEXT_PLAIN),
+            (b"connection", b"close"),
+        ]
+        with trio.move_on_after(1.0), contextlib.suppress(ClientGone):
+            await self.send_all(encode_head(status, headers), message)
+
+    # --- h11, for every request the fast path does not recognise ------------------------
+
+    async def serve_with_h11(self, head: bytes) -> bool:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        conn.receive_data(head + self.buf)
+        self.buf = b""
+        self.conn = conn
+        try:
+            event = await self._event()
+            if not isinstance(event, h11.Request):
+                return False
+            req = request_from(event)
+            if is_io_upgrade(req):
+                await self.upgrade(req)
+                return False
+            if not await self.serve_h11_request(req):
+                return False
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self.send_error(exc.error_status_hint, str(exc).encode("utf-8", "replace"))
+            return False
+        finally:
+            self.conn = None
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            trailing, closed = conn.trailing_data
+            self.buf = bytes(trailing)
+            return not closed
+        return False
+
+    async def _event(self) -> h11.Event:
+        conn = self.conn
+        assert conn is not None
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            conn.receive_data(await self.receive(STALL_SECONDS))
+
+    def _buffered_events_skip_body(self) -> bool:
+        """Skip body data already received; True when the whole body was there."""
+        conn = self.conn
+        assert conn is not None
+        while conn.their_state is h11.SEND_BODY:
+            event = conn.next_event()
+            if event is h11.NEED_DATA or not isinstance(event, h11.Data | h11.EndOfMessage):
+                return False
+        return True
+
+    async def serve_h11_request(self, req: Request) -> bool:
+        conn = self.conn
+        assert conn is not None
+        response = await self.respond(req, self.h11_body_reader(req))
+        headers = self.response_headers(req, response)
+        close = self.server.stopping
+        if conn.their_state is h11.SEND_BODY and not self._buffered_events_skip_body():
+            close = True  # never wait for the body of a request we answered
+        if close:
+            headers.append((b"connection", b"close"))
+        data = conn.send(
+            h11.Response(
+                status_code=response.status,
+                headers=headers,
+                reason=REASONS.get(response.status, b""),
+            )
+        )
+        body = b"" if req.method == "HEAD" else response.body
+        if body:
+            data += conn.send(h11.Data(data=body))
+        data += conn.send(h11.EndOfMessage())
+        await self.send_all(data)
+        if response.after_send is not None:
+            response.after_send()
+        if close:
+            if conn.their_state is h11.SEND_BODY:
+                await self.linger()
+            return False
+        return conn.our_state is not h11.MUST_CLOSE
+
+    def h11_body_reader(self, req: Request) -> Callable[[int], Awaitable[bytes]]:
         async def read_body(limit: int) -> bytes:
             declared = req.header(b"content-length")
             if declared is not None:
@@ -195,8 +520,9 @@ class HttpConnection:
                 if size is not None and size > limit:
                     raise PayloadTooLarge(TOO_LARGE)  # refused before reading a byte
             conn = self.conn
+            assert conn is not None
             if conn.they_are_waiting_for_100_continue:
-                await self.send(
+                await self.send_all(
                     conn.send(
                         h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
                     )
@@ -218,32 +544,17 @@ class HttpConnection:
 
         return read_body
 
-    async def send(self, data: bytes) -> None:
-        try:
-            await self.stream.send_all(data)
-        except STREAM_ERRORS as exc:
-            raise ClientGone from exc
-
-    async def protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        """Answer a malformed request (400, or 431 for a huge head), then close."""
-        conn = self.conn
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        try:
-            data = self.closing_response(exc.error_status_hint, str(exc).encode("utf-8", "replace"))
-        except h11.LocalProtocolError:
-            return
-        with trio.move_on_after(1.0):
-            with contextlib.suppress(ClientGone):
-                await self.send(data)
-
     async def upgrade(self, req: Request) -> None:
         """Answer the WebSocket handshake with the exact status line (§6.1), run /io."""
+        if not host_allowed(req.header(b"host"), self.server.port):
+            await self.send_error(403, b"Invalid Host header")
+            return
         key = req.header(b"sec-websocket-key")
         if key is None or req.header(b"sec-websocket-version") != b"13":
-            await self.send(self.closing_response(400, b"Bad WebSocket handshake"))
+            await self.send_error(400, b"Bad WebSocket handshake")
             return
         conn = self.conn
+        assert conn is not None
         data = conn.send(
             h11.InformationalResponse(
                 status_code=101,
@@ -255,35 +566,15 @@ class HttpConnection:
                 reason=b"Switching Protocols",
             )
         )
-        await self.send(data)
+        await self.send_all(data)
         trailing, _closed = conn.trailing_data
-        ws = WebSocket(self.stream, bytes(trailing), self.server.max_ws_message)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
+        ws = WebSocket(stream, bytes(trailing), self.server.max_ws_message)
         with trio.CancelScope() as scope:
             self.track.websocket = scope
             if self.server.stopping:
                 scope.cancel()
             await mux.serve_session(ws, self.server.state)
-
-    def encode_response(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> bytes:
-        """A whole response as bytes, written with one ``send_all`` by the caller."""
-        conn = self.conn
-        data = conn.send(
-            h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
-        )
-        if body:
-            data += conn.send(h11.Data(data=body))
-        return data + conn.send(h11.EndOfMessage())
-
-    def closing_response(self, status: int, body: bytes) -> bytes:
-        """A plain-text error after which this connection is closed."""
-        headers = [
-            (b"content-length", str(len(body)).encode()),
-            (b"content-type", TEXT_PLAIN),
-            (b"connection", b"close"),
-        ]
-        return self.encode_response(status, headers, body)
 
 
 def request_from(event: h11.Request) -> Request:
@@ -316,6 +607,54 @@ def error_response(exc: HttpError) -> Response:
     return response
 
 
+def _open_reserve() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+
+
+async def _relieve_fd_pressure(server: Server, listener: socket.socket) -> None:
+    """``accept`` ran out of descriptors: drop waiting connections to make room."""
+    if server.shed(SHED_BATCH):
+        # The dropped connections close their sockets when their tasks next run.
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
+        return
+    # Nothing to drop: free the reserve descriptor to take the newcomer off the queue and
+    # close it, so that the queue keeps moving (later arrivals may find room).
+    if server.reserve_fd is not None:
+        os.close(server.reserve_fd)
+    try:
+        refused, _ = listener.accept()
+        refused.close()
+    except OSError:
+        pass
+    server.reserve_fd = _open_reserve()
+    await trio.sleep(0.01)
+
+
+async def accept_loop(server: Server, listener: socket.socket, nursery: trio.Nursery) -> None:
+    while True:
+        try:
+            sock, _address = listener.accept()
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(listener)
+            continue
+        except OSError as exc:
+            if exc.errno in FD_PRESSURE_ERRNOS:
+                await _relieve_fd_pressure(server, listener)
+                continue
+            if exc.errno in ACCEPT_RETRY_ERRNOS:
+                continue
+            raise
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nursery.start_soon(server.handle, sock)
+        await trio.lowlevel.checkpoint()
+
+
 async def serve(
     server: Server,
     listen_fd: int,
@@ -323,19 +662,19 @@ async def serve(
     grace_seconds: float,
 ) -> None:
     """Accept and serve connections until ``shutdown`` is set, then stop as described above."""
-    sock = trio.socket.from_stdlib_socket(socket.socket(fileno=listen_fd))
-    listener = trio.SocketListener(sock)
+    listener = socket.socket(fileno=listen_fd)
+    listener.setblocking(False)
+    server.port = listener.getsockname()[1]
+    server.max_waiting = waiting_cap()
+    if server.reserve_fd is None:
+        server.reserve_fd = _open_reserve()
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
-            # serve_listeners retries accept() errors such as EMFILE after a pause.
-            accepting.start_soon(
-                functools.partial(
-                    trio.serve_listeners, server.handle, [listener], handler_nursery=connections
-                )
-            )
+            accepting.start_soon(accept_loop, server, listener, connections)
             await shutdown.wait()
             accepting.cancel_scope.cancel()
-        await listener.aclose()
+        trio.lowlevel.notify_closing(listener)
+        listener.close()
         server.stop_idle()
         with trio.move_on_after(grace_seconds):
             await server.wait_drained()
