@@ -96,8 +96,11 @@ def json_response(value: Any) -> Response:
     return Response(200, json.dumps(value, separators=(",", ":")).encode(), APPLICATION_JSON)
 
 
+_VISIBLE_ASCII = re.compile(rb"[\t\x20-\x7e]*")
+
+
 def is_visible_ascii(value: bytes) -> bool:
-    return all(b == 0x09 or 0x20 <= b <= 0x7E for b in value)
+    return _VISIBLE_ASCII.fullmatch(value) is not None
 
 
 def parse_u64(value: bytes) -> int | None:

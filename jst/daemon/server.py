@@ -101,6 +101,8 @@ FD_PRESSURE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno
 # accept() errors about one connection only (it died in the queue): try the next one.
 ACCEPT_RETRY_ERRNOS = frozenset((errno.ECONNABORTED, errno.EPERM, getattr(errno, "EPROTO", 71)))
 SHED_BATCH = 16
+# How often waiting connections are checked against their deadlines.
+SWEEP_SECONDS = 1.0
 
 
 class ClientGone(Exception):
@@ -111,6 +113,7 @@ class ClientGone(Exception):
 class ConnectionState:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     trusted: bool = False  # has made an authorized request
+    deadline: float = math.inf  # while waiting for a head: dropped by ``sweep`` after this
     websocket: trio.CancelScope | None = None  # set while serving an /io session
 
 
@@ -184,6 +187,16 @@ class Server:
                 dropped += 1
         return dropped
 
+    async def sweep(self) -> None:
+        """Drop connections whose head did not come in time (checked every second)."""
+        while True:
+            await trio.sleep(SWEEP_SECONDS)
+            now = trio.current_time()
+            for waiting in (self.waiting_anon, self.waiting_trusted):
+                for track in [t for t in waiting if t.deadline <= now]:
+                    del waiting[track]
+                    track.scope.cancel()
+
     async def wait_drained(self) -> None:
         if self.connections:
             await self.drained.wait()
@@ -253,7 +266,12 @@ class HttpConnection:
             scope.deadline = math.inf
 
     async def next_head(self, first: bool) -> bytes | None:
-        """The next request head with its blank line; None if the client closed."""
+        """The next request head with its blank line; None if the client closed.
+
+        The wait is bounded by ``Server.sweep`` (through ``track.deadline``), not by a
+        cancel-scope deadline: moving a scope's deadline twice per request was a visible
+        share of the hot path.
+        """
         buf = self.buf
         end = find_head_end(buf)
         if end >= 0:
@@ -261,14 +279,14 @@ class HttpConnection:
             await trio.lowlevel.checkpoint()  # pipelined: let other connections run
             return buf[:end]
         server = self.server
-        scope = self.track.scope
-        server.begin_wait(self.track)
+        track = self.track
+        track.deadline = trio.current_time() + (
+            HEAD_SECONDS if first or buf else server.keep_alive_seconds
+        )
+        server.begin_wait(track)
         try:
-            now = trio.current_time()
-            deadline = now + (HEAD_SECONDS if first or buf else server.keep_alive_seconds)
             sock = self.sock
             while True:
-                scope.deadline = deadline
                 await trio.lowlevel.wait_readable(sock)
                 try:
                     data = sock.recv(RECEIVE_SIZE)
@@ -279,7 +297,7 @@ class HttpConnection:
                 if not data:
                     return None
                 if not buf:
-                    deadline = min(deadline, trio.current_time() + HEAD_SECONDS)
+                    track.deadline = min(track.deadline, trio.current_time() + HEAD_SECONDS)
                     buf = data
                 else:
                     buf += data
@@ -288,8 +306,7 @@ class HttpConnection:
                     self.buf = buf[end:]
                     return buf[:end]
         finally:
-            server.end_wait(self.track)
-            scope.deadline = math.inf
+            server.end_wait(track)
 
     # --- the connection loop -----------------------------------------------------------
 
@@ -671,6 +688,7 @@ async def serve(
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             accepting.start_soon(accept_loop, server, listener, connections)
+            accepting.start_soon(server.sweep)
             await shutdown.wait()
             accepting.cancel_scope.cancel()
         trio.lowlevel.notify_closing(listener)

@@ -64,6 +64,7 @@ def _client(
     body = os.urandom(size) if kind in ("write", "hash") else b""
     path = base64.b64encode(f"bench/conn{index}.bin".encode()).decode()
     wrap = 64 * MIB // size
+    host = f"Host: 127.0.0.1:{port}\r\n"  # the daemon serves only its loopback names
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray()
@@ -74,17 +75,17 @@ def _client(
         offset = (done % wrap) * size
         if kind == "write":
             head = (
-                f"POST /write/{ROOT_KEY} HTTP/1.1\r\nHost: b\r\nX-JST-Auth: {token}\r\n"
+                f"POST /write/{ROOT_KEY} HTTP/1.1\r\n{host}X-JST-Auth: {token}\r\n"
                 f"X-Path-Base64: {path}\r\nX-Offset: {offset}\r\nContent-Length: {size}\r\n\r\n"
             )
         elif kind == "read":
             head = (
-                f"GET /read/{ROOT_KEY} HTTP/1.1\r\nHost: b\r\nX-JST-Auth: {token}\r\n"
+                f"GET /read/{ROOT_KEY} HTTP/1.1\r\n{host}X-JST-Auth: {token}\r\n"
                 f"X-Path-Base64: {path}\r\nX-Offset: {offset}\r\nX-Length: {size}\r\n\r\n"
             )
         else:
             head = (
-                f"POST /hash/sha1 HTTP/1.1\r\nHost: b\r\nX-JST-Auth: {token}\r\n"
+                f"POST /hash/sha1 HTTP/1.1\r\n{host}X-JST-Auth: {token}\r\n"
                 f"Content-Length: {size}\r\n\r\n"
             )
         sock.sendall(head.encode() + body)
@@ -172,7 +173,7 @@ def startup_ms(env: DaemonEnv, spawns: int) -> tuple[list[float], list[float]]:
             port = read_port_line(proc)
             to_port.append((time.monotonic() - start) * 1000)
             with socket.create_connection(("127.0.0.1", port)) as sock:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: b\r\n\r\n")
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 _recv_response(sock, bytearray())
             to_health.append((time.monotonic() - start) * 1000)
         finally:
