@@ -639,3 +639,17 @@ async def test_keep_alive_serves_many_requests_on_one_connection(
     for i in range(50):
         assert await write(client, daemon, "k", b"x", offset=i) == 200
     assert (daemon.env.root / "k").read_bytes() == b"x" * 50
+
+
+async def test_large_bodies_in_a_row_on_one_connection_stay_distinct(
+    client: HttpClient, daemon: RunningDaemon
+) -> None:
+    """Bodies of one size, back to back (the daemon reuses the buffer between them)."""
+    size = 512 * 1024
+    bodies = [bytes([65 + i]) * (size - 1) + b"\n" for i in range(3)]
+    for i, body in enumerate(bodies):
+        assert await write(client, daemon, f"piece{i}", body) == 200
+        reply = await client.request("POST", "/hash/sha1", daemon.auth, body)
+        assert reply.body == hashlib.sha1(body).digest()
+    for i, body in enumerate(bodies):
+        assert (daemon.env.root / f"piece{i}").read_bytes() == body
