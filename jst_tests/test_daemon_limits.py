@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from jst_tests.daemonproc import DAEMON, ROOT_KEY, DaemonEnv, RunningDaemon, read_port_line, stop
+from jst_tests.ioclient import AUTH, AUTH_RESULT, ERROR, HELLO, SERVER_HELLO, frame
 
 STALLED = 1100
 # The promise is 3 s; a shared CI machine gets some slack (the old daemon never answered).
@@ -60,6 +61,32 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
     return False
 
 
+def upgrade_head(port: int) -> bytes:
+    return (
+        f"GET /io HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def ws_message(payload: bytes) -> bytes:
+    """One masked (all-zero mask) binary WebSocket frame; payloads under 126 bytes."""
+    assert len(payload) < 126
+    return bytes([0x82, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def authenticated_io(port: int, token: str) -> socket.socket:
+    """A raw /io session that has said HELLO and AUTH (and had both answered)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(upgrade_head(port))
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+    sock.sendall(ws_message(frame(HELLO, 1)))
+    assert sock.recv(4096)[2:] == frame(SERVER_HELLO, 1)
+    sock.sendall(ws_message(frame(AUTH, 2, b"\x00" + token.encode() + b"\x00\x00")))
+    assert sock.recv(4096)[2:] == frame(AUTH_RESULT, 2, b"\x00")
+    return sock
+
+
 # --- Host (DNS rebinding) ---------------------------------------------------------------
 
 
@@ -94,13 +121,10 @@ def test_http_1_0_without_host_is_served(daemon: RunningDaemon) -> None:
 
 
 def test_io_upgrade_with_a_foreign_host_is_refused(daemon: RunningDaemon) -> None:
-    upgrade = (
-        "GET /io HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    upgrade = upgrade_head(daemon.port).replace(f"127.0.0.1:{daemon.port}".encode(), b"{}")
     for host, status in ((f"rebound.example:{daemon.port}", b"403"), ("127.0.0.1", b"101")):
         with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
-            sock.sendall(upgrade.format(host).encode())
+            sock.sendall(upgrade.replace(b"{}", host.encode()))
             assert sock.recv(4096).startswith(b"HTTP/1.1 " + status + b" "), host
 
 
@@ -152,15 +176,25 @@ def test_stalled_connections_are_dropped(daemon: RunningDaemon) -> None:
         ).encode(),
     }
     socks = {}
+    live_io = authenticated_io(port, token)
     try:
         for name, data in stalls.items():
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             socks[name] = sock
             if data:
                 sock.sendall(data)
+        pre_auth = socket.create_connection(("127.0.0.1", port), timeout=5)
+        socks["a WebSocket that never authenticates"] = pre_auth
+        pre_auth.sendall(upgrade_head(port))
+        assert pre_auth.recv(4096).startswith(b"HTTP/1.1 101 ")
         for name, sock in socks.items():
             assert closed_by_peer(sock, DROPPED_WITHIN), name
+        # An authenticated session is not "stalled", however quiet it is.
+        assert not closed_by_peer(live_io, 0.5)
+        live_io.sendall(ws_message(frame(HELLO, 3)))  # a second HELLO: answered (an error)
+        assert live_io.recv(4096)[2:4] == bytes([1, ERROR])
     finally:
+        live_io.close()
         for sock in socks.values():
             sock.close()
     assert not (daemon.env.root / "stall.bin").exists()  # a body cut short writes nothing
@@ -236,7 +270,7 @@ def test_1100_stalled_connections_do_not_starve_authorized_clients(
             f"POST /write/{ROOT_KEY} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Content-Length: 1000000\r\n\r\n"
         ).encode()
-        kinds = (b"", b"GET /health HTTP/1.1\r\nHost: 127.0", refused_post)
+        kinds = (b"", b"GET /health HTTP/1.1\r\nHost: 127.0", refused_post, upgrade_head(port))
         stalled: list[socket.socket] = []
         try:
             for i in range(STALLED):

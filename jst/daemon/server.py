@@ -601,13 +601,44 @@ class HttpConnection:
         )
         await self.send_all(data)
         trailing, _closed = conn.trailing_data
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
+        # Until the session first speaks (its AUTH answer) it is an anonymous waiting
+        # connection like any other: droppable, and dropped after HEAD_SECONDS.
+        server, track = self.server, self.track
+        track.deadline = trio.current_time() + HEAD_SECONDS
+        server.begin_wait(track)
+        stream = FirstSendWatch(
+            trio.SocketStream(trio.socket.from_stdlib_socket(self.sock)),
+            lambda: server.end_wait(track),
+        )
         ws = WebSocket(stream, bytes(trailing), self.server.max_ws_message)
         with trio.CancelScope() as scope:
             self.track.websocket = scope
             if self.server.stopping:
                 scope.cancel()
             await mux.serve_session(ws, self.server.state)
+
+
+class FirstSendWatch(trio.abc.Stream):
+    """A stream that calls ``on_first_send`` before its first write, then just forwards."""
+
+    def __init__(self, inner: trio.SocketStream, on_first_send: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_first_send: Callable[[], None] | None = on_first_send
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._on_first_send is not None:
+            notify, self._on_first_send = self._on_first_send, None
+            notify()
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def request_from(event: h11.Request) -> Request:
