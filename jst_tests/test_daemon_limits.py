@@ -310,3 +310,19 @@ def test_1100_stalled_connections_do_not_starve_authorized_clients(
         finally:
             for sock in stalled:
                 sock.close()
+
+
+def test_a_head_in_pieces_and_pipelined_heads_are_served(daemon: RunningDaemon) -> None:
+    request = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nX-A: b\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
+        for i in range(len(request)):  # one byte per write (TCP_NODELAY: one per segment)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.send(request[i : i + 1])
+            time.sleep(0.001)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(request * 3)
+        replies = b""
+        while replies.count(b"HTTP/1.1 200 OK\r\n") < 3:
+            chunk = sock.recv(65536)
+            assert chunk
+            replies += chunk

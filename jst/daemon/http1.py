@@ -55,24 +55,24 @@ class HeadTooLarge(Exception):
     """The request head is over ``MAX_HEAD_SIZE`` (answered 431, then the connection closes)."""
 
 
-def find_head_end(buf: bytes | bytearray) -> int:
+def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     """Index just past the head's blank line, or -1 if the head is not complete yet.
 
+    ``start``: where new bytes begin (the caller searched the rest before); a head that
+    arrives a byte at a time is then scanned once in all, not once per byte.
     Bare-LF line ends (which h11 tolerates) end a head too; such a head is not "simple"
     and goes to h11. Raises ``HeadTooLarge`` once the head is, or must become, too big.
     """
-    end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_SIZE + 4)
+    start = max(0, start - 3)  # a terminator may straddle the old and the new bytes
+    end = buf.find(b"\r\n\r\n", start, MAX_HEAD_SIZE + 4)
     if end >= 0:
         return end + 4
     # A head with bare LFs: \n\n or \n\r\n ends it.
-    lf = buf.find(b"\n\n", 0, MAX_HEAD_SIZE + 2)
-    crlf = buf.find(b"\n\r\n", 0, MAX_HEAD_SIZE + 3)
+    lf = buf.find(b"\n\n", start, MAX_HEAD_SIZE + 2)
+    crlf = buf.find(b"\n\r\n", start, MAX_HEAD_SIZE + 3)
     ends = [i + 2 for i in (lf,) if i >= 0] + [i + 3 for i in (crlf,) if i >= 0]
     if ends:
-        found = min(ends)
-        if found > MAX_HEAD_SIZE + 4:
-            raise HeadTooLarge
-        return found
+        return min(ends)
     if len(buf) > MAX_HEAD_SIZE:
         raise HeadTooLarge
     return -1

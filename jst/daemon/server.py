@@ -279,12 +279,12 @@ class HttpConnection:
         cancel-scope deadline: moving a scope's deadline twice per request was a visible
         share of the hot path.
         """
-        buf = self.buf
-        end = find_head_end(buf)
+        end = find_head_end(self.buf)
         if end >= 0:
-            self.buf = buf[end:]
+            head, self.buf = self.buf[:end], self.buf[end:]
             await trio.lowlevel.checkpoint()  # pipelined: let other connections run
-            return buf[:end]
+            return head
+        buf: bytes | bytearray = self.buf
         server = self.server
         track = self.track
         track.deadline = trio.current_time() + (
@@ -303,15 +303,18 @@ class HttpConnection:
                     return None
                 if not data:
                     return None
+                searched = len(buf)
                 if not buf:
                     track.deadline = min(track.deadline, trio.current_time() + HEAD_SECONDS)
                     buf = data
+                elif isinstance(buf, bytes):
+                    buf = bytearray(buf) + data  # a head in pieces: append in place from now
                 else:
                     buf += data
-                end = find_head_end(buf)
+                end = find_head_end(buf, searched)
                 if end >= 0:
-                    self.buf = buf[end:]
-                    return buf[:end]
+                    self.buf = bytes(buf[end:])
+                    return bytes(buf[:end])
         finally:
             server.end_wait(track)
 
