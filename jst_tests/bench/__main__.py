@@ -245,6 +245,26 @@ def main() -> None:
                     f"raw pread 1 MiB {ref_read:.0f} MB/s (ratio {mbps / ref_read:.2f})",
                 )
             )
+            # How the engine seeds: one 16 KiB GET /read per block, on up to 6 connections
+            # (targets: issue 13's floors on the 2-core reference machine).
+            for i in range(6):
+                path = env.root / "bench" / f"conn{i}.bin"
+                if not path.exists() or path.stat().st_size < 64 * MIB:
+                    with path.open("ab") as f:
+                        f.truncate(64 * MIB)
+            ref_read_16k = (
+                ref_pread(env.root / "bench" / "conn0.bin", 16 * KIB, 1.0) * 1e6 / (16 * KIB)
+            )
+            for conns, target in ((1, 1200), (6, 6800)):
+                rps, _ = http_load(port, env.token, "read", 16 * KIB, conns, s)
+                rows.append(
+                    (
+                        f"http_read_16k_{conns}conn_req_per_s",
+                        f"{rps:.0f}",
+                        f"target >= {target}",
+                        f"raw pread 16 KiB {ref_read_16k:.0f}/s (ratio {rps / ref_read_16k:.3f})",
+                    )
+                )
             ref_hash = ref_sha1(1.0)
             _, mbps = http_load(port, env.token, "hash", MIB, 4, s)
             rows.append(
