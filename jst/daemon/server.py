@@ -227,50 +227,54 @@ class HttpConnection:
 
     # --- raw I/O, each wait bounded by the connection's cancel scope -------------------
 
-    async def receive(self, stall: float) -> bytes:
-        """The next bytes (``b""`` at EOF); the connection ends if none come in ``stall``."""
-        sock = self.sock
+    async def wait_readable_for(self, stall: float) -> None:
+        """Wait for bytes; the connection ends if none come within ``stall`` seconds."""
         scope = self.track.scope
         scope.deadline = trio.current_time() + stall
         try:
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    return sock.recv(RECEIVE_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise ClientGone from exc
+            await trio.lowlevel.wait_readable(self.sock)
         finally:
             scope.deadline = math.inf
+
+    async def receive(self, stall: float) -> bytes:
+        """The next bytes (``b""`` at EOF); the connection ends if none come in ``stall``."""
+        while True:
+            await self.wait_readable_for(stall)
+            try:
+                return self.sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise ClientGone from exc
 
     async def send_all(self, head: bytes, body: bytes = b"") -> None:
         """Write ``head`` then ``body`` (one ``sendmsg`` when the socket has room)."""
         sock = self.sock
         buffers: list[bytes | memoryview] = [head, body] if body else [head]
-        scope = self.track.scope
-        try:
-            while True:
-                try:
-                    sent = sock.sendmsg(buffers)
-                except BlockingIOError:
+        while True:
+            try:
+                sent = send_buffers(sock, buffers)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ClientGone from exc
+            while sent:
+                first = len(buffers[0])
+                if sent >= first:
+                    sent -= first
+                    del buffers[0]
+                else:
+                    buffers[0] = memoryview(buffers[0])[sent:]
                     sent = 0
-                except OSError as exc:
-                    raise ClientGone from exc
-                while sent:
-                    first = len(buffers[0])
-                    if sent >= first:
-                        sent -= first
-                        del buffers[0]
-                    else:
-                        buffers[0] = memoryview(buffers[0])[sent:]
-                        sent = 0
-                if not buffers:
-                    return
-                scope.deadline = trio.current_time() + STALL_SECONDS
+            if not buffers:
+                return
+            # The client is not reading: this wait (only) is bounded.
+            scope = self.track.scope
+            scope.deadline = trio.current_time() + STALL_SECONDS
+            try:
                 await trio.lowlevel.wait_writable(sock)
-        finally:
-            scope.deadline = math.inf
+            finally:
+                scope.deadline = math.inf
 
     async def next_head(self, first: bool) -> bytes | None:
         """The next request head with its blank line; None if the client closed.
@@ -418,23 +422,18 @@ class HttpConnection:
         view[:have] = buf
         self.buf = b""
         sock = self.sock
-        scope = self.track.scope
-        try:
-            while have < length:
-                try:
-                    got = sock.recv_into(view[have:])
-                except BlockingIOError:
-                    scope.deadline = trio.current_time() + STALL_SECONDS
-                    await trio.lowlevel.wait_readable(sock)
-                    continue
-                except OSError as exc:
-                    raise ClientGone from exc
-                if not got:
-                    raise ClientGone
-                have += got
-                self.body_left = length - have
-        finally:
-            scope.deadline = math.inf
+        while have < length:
+            try:
+                got = sock.recv_into(view[have:])
+            except BlockingIOError:
+                await self.wait_readable_for(STALL_SECONDS)
+                continue
+            except OSError as exc:
+                raise ClientGone from exc
+            if not got:
+                raise ClientGone
+            have += got
+            self.body_left = length - have
         self.body_left = 0
         self.body_to_reuse = body if length <= MAX_SPARE_BODY else None
         return body  # type: ignore[return-value]  # bytes-like; handlers only read it
@@ -642,6 +641,16 @@ class FirstSendWatch(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def send_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> int:
+    """One non-blocking gathered write; Windows has no ``sendmsg``, so it joins."""
+    if _HAS_SENDMSG:
+        return sock.sendmsg(buffers)
+    return sock.send(b"".join(buffers))
+
+
+_HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 def request_from(event: h11.Request) -> Request:
