@@ -27,8 +27,9 @@ import trio
 
 T = TypeVar("T")
 
-# trio's default thread limit is 40; file work on a few connections needs far fewer.
-MAX_THREADS = 16
+# trio's default thread limit, kept: a few stuck calls (a dead network mount) must not
+# stall every other file route sooner than they did before.
+MAX_THREADS = 40
 IDLE_SECONDS = 10.0
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], trio.lowlevel.TrioToken, trio.lowlevel.Task]
