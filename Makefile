@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev install uninstall browser players test e2e lint bench clean
+.PHONY: dev install uninstall browser players test e2e lint bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,16 @@ lint: dev
 
 bench: dev
 	$(BIN)/python -m jst_tests.bench
+
+# The shared instrument (../shared/bench, read-only in CI) once in quick mode, as a smoke
+# test: every scenario must complete; no speed is asserted. Runs from a temp copy.
+SHARED_BENCH ?= ../shared/bench
+bench-smoke: dev
+	@test -f $(SHARED_BENCH)/daemon-bench.mjs || { echo "no shared instrument at $(SHARED_BENCH)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  cp -r $(SHARED_BENCH)/. "$$tmp" && \
+	  (cd "$$tmp" && { npm ci --silent --no-audit --no-fund || npm install --silent --no-audit --no-fund; }) && \
+	  node "$$tmp/daemon-bench.mjs" --cmd "$(abspath $(BIN))/jst-io-daemon" --quick --tmpdir "$$tmp"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -196,7 +196,8 @@ async def test_bodies_up_to_64_mib_are_written(client: HttpClient, daemon: Runni
 
 async def test_body_over_64_mib_is_413_before_anything_is_read(daemon: RunningDaemon) -> None:
     request = (
-        f"POST /write/{ROOT_KEY} HTTP/1.1\r\nHost: x\r\nX-JST-Auth: {daemon.env.token}\r\n"
+        f"POST /write/{ROOT_KEY} HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\n"
+        f"X-JST-Auth: {daemon.env.token}\r\n"
         f"X-Path-Base64: {b64('too-big')}\r\nContent-Length: {64 * MIB + 1}\r\n\r\n"
     ).encode()
     reply = await raw_exchange(daemon.port, request)
@@ -638,3 +639,17 @@ async def test_keep_alive_serves_many_requests_on_one_connection(
     for i in range(50):
         assert await write(client, daemon, "k", b"x", offset=i) == 200
     assert (daemon.env.root / "k").read_bytes() == b"x" * 50
+
+
+async def test_large_bodies_in_a_row_on_one_connection_stay_distinct(
+    client: HttpClient, daemon: RunningDaemon
+) -> None:
+    """Bodies of one size, back to back (the daemon reuses the buffer between them)."""
+    size = 512 * 1024
+    bodies = [bytes([65 + i]) * (size - 1) + b"\n" for i in range(3)]
+    for i, body in enumerate(bodies):
+        assert await write(client, daemon, f"piece{i}", body) == 200
+        reply = await client.request("POST", "/hash/sha1", daemon.auth, body)
+        assert reply.body == hashlib.sha1(body).digest()
+    for i, body in enumerate(bodies):
+        assert (daemon.env.root / f"piece{i}").read_bytes() == body

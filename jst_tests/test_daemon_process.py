@@ -40,7 +40,7 @@ def test_port_line_is_the_only_stdout_and_the_port_serves(daemon_env: DaemonEnv)
         port = read_port_line(proc)
         assert 0 < port < 65536
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert s.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0

@@ -303,7 +303,7 @@ def test_crashed_daemon_is_restarted_on_the_same_port(host: HostProcess) -> None
     assert gone_within(first, 1.0)
     # The port is never closed in between: a client arriving now waits, it is not refused.
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert conn.recv(100).startswith(b"HTTP/1.1 200 OK")
     status, _ = http(port, "/stats", headers={"X-JST-Auth": token})
     assert status == 200, host.log()

@@ -372,8 +372,8 @@ async def test_a_pipelined_request_is_not_mistaken_for_a_departed_client(
     data = payload(2000)
     put_file(daemon, "p.mp4", data)
     opened = await open_stream(io, 1, "p.mp4", len(data), [(0, 1000)])
-    first_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: x\r\nRange: bytes=500-1499\r\n\r\n"
-    second_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n"
+    first_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=500-1499\r\n\r\n"
+    second_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-9\r\n\r\n"
     stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
     async with stream:
         await stream.send_all(first_request.encode())
@@ -471,7 +471,7 @@ async def test_stream_close_also_ends_a_response_that_is_sending(
     opened = await open_stream(io, 1, "big.mkv", size, [(0, size)])
     stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
     async with stream:
-        await stream.send_all(f"GET {opened.url_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await stream.send_all(f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         first = await stream.receive_some(65536)
         assert first.startswith(b"HTTP/1.1 200 OK\r\n")
         # The player stops reading: the daemon is blocked on a full socket mid-body.

@@ -4,7 +4,10 @@ Module map:
   cli.py      command line (§5.1), token sources; the console-script entry point
   main.py     the process's nursery tree: server, parent watcher, host link, signals
   hostlink.py the native-host's control channel, daemon side (jst/control.py)
-  server.py   the HTTP/1.1 server loop (h11 over trio) and the /io upgrade
+  server.py   the accept loop and the connection set: fd reserve, waiting caps, sweeps
+  connection.py one HTTP/1.1 connection: fast path on a raw socket, h11 otherwise, /io upgrade
+  http1.py    sans-I/O fast head parser (plain HTTP/1.1 heads) and response heads
+  threadhop.py the lean hop into worker threads for blocking file work
   websocket.py a server WebSocket over a trio stream (wsproto), batched sends
   wire.py     the /io protocol, sans-I/O: envelope, opcodes, payloads, auth (§6)
   mux.py      the /io socket multiplexer: one nursery per session, a task per socket

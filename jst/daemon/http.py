@@ -27,7 +27,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import attrs
@@ -63,8 +63,10 @@ APPLICATION_JSON = b"application/json"
 _U64_RE = re.compile(rb"\+?[0-9]+")
 
 
-@attrs.frozen
-class Request:
+class Request(NamedTuple):
+    """One request head. A named tuple: built once per request on the hot path, where an
+    attrs frozen class's ``__init__`` was a visible cost."""
+
     method: str
     raw_path: bytes
     query: bytes
@@ -96,8 +98,11 @@ def json_response(value: Any) -> Response:
     return Response(200, json.dumps(value, separators=(",", ":")).encode(), APPLICATION_JSON)
 
 
+_VISIBLE_ASCII = re.compile(rb"[\t\x20-\x7e]*")
+
+
 def is_visible_ascii(value: bytes) -> bool:
-    return all(b == 0x09 or 0x20 <= b <= 0x7E for b in value)
+    return _VISIBLE_ASCII.fullmatch(value) is not None
 
 
 def parse_u64(value: bytes) -> int | None:
@@ -160,6 +165,24 @@ def is_authorized(req: Request, token: bytes) -> bool:
             return False
         supplied = authorization[len(b"Bearer ") :]
     return hmac.compare_digest(supplied, token)
+
+
+# Issue 12 (DNS rebinding): a web page whose name was re-pointed at 127.0.0.1 reaches us
+# with its own name in ``Host``; only our loopback names are served. Browsers always
+# send the port when it is not the scheme's default (ours never is), but a name without
+# a port still names loopback, so it is accepted too (HTTP/1.0 clients may send none).
+LOOPBACK_HOSTS = (b"127.0.0.1", b"localhost", b"[::1]")
+
+
+def host_allowed(host: bytes | None, port: int) -> bool:
+    """Is ``Host`` absent, or one of our loopback names with our port (or no port)?"""
+    if host is None:
+        return True
+    value = host.lower()
+    if value in LOOPBACK_HOSTS:
+        return True
+    name, _, given_port = value.rpartition(b":")
+    return name in LOOPBACK_HOSTS and given_port == b"%d" % port
 
 
 def needs_auth(req: Request) -> bool:

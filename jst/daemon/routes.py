@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
-import trio
 
 from jst.daemon import fastfile, fileops, streams
 from jst.daemon.errors import HttpError, MethodNotAllowed, NotFound, Unauthorized
@@ -37,6 +36,7 @@ from jst.daemon.http import (
     text,
 )
 from jst.daemon.state import ConfigLoadError, DaemonState
+from jst.daemon.threadhop import run_in_thread
 
 log = logging.getLogger("jst.daemon")
 
@@ -60,7 +60,7 @@ Handler = Callable[[Request, Context, str], Awaitable[Response]]
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     # Not abandoned on cancel: a write that started finishes before its task ends, so a
     # closed connection never leaves a half-done operation running unseen.
-    return await trio.to_thread.run_sync(fn, *args)
+    return await run_in_thread(fn, *args)
 
 
 async def health(_req: Request, _ctx: Context, _param: str) -> Response:
