@@ -1,5 +1,6 @@
 """jst-io-daemon's nursery tree: the whole process lifetime in one place.
 
+    configure_gc()
     trio.run(serve_until_shutdown)
     └── root nursery ................ cancelled when the HTTP server has finished
         ├── http_server ............. server.serve on the bound socket: an accept loop and
@@ -30,6 +31,7 @@ import threading
 
 import trio
 
+from jst.daemon.gctune import configure_gc
 from jst.daemon.parent import ParentCheckError, wait_for_exit
 from jst.daemon.state import DaemonState
 
@@ -128,5 +130,6 @@ def run(
             await http_server(state, listen_fd, shutdown)
             nursery.cancel_scope.cancel()
 
+    configure_gc()
     trio.run(serve_until_shutdown)
     return shutdown.exit_code

@@ -1,0 +1,42 @@
+"""The garbage collector's settings for the daemon (issue 18), chosen by measurement.
+
+CPython's cyclic collector runs a young collection every ``threshold0`` net container
+allocations, and every so many young ones a collection of the older generations, which
+walks every live tracked object. With ten thousand sockets open on one ``/io`` session
+that walk dominated the cost of a message (65 % of the CPU in a 10,000-socket burst
+before 0.3), and it grew with the number of sockets. Three measures:
+
+* ``gc.freeze()`` once everything the daemon imports at start is loaded: modules,
+  classes and functions (≈60,000 objects) move to a permanent generation that no
+  collection walks again.
+* ``threshold0 = 50_000`` instead of 700: the hot paths allocate no reference cycles
+  per frame or message, so young collections only have to catch the rare cycle (a
+  traceback, a cancelled task's frames); 50,000 objects is a few MiB at most and a
+  young collection over them takes about a millisecond.
+* ``threshold1 = 20``, ``threshold2 = 100``: full collections become rare (every 2,000
+  young ones, and CPython still waits until the survivors are a quarter of the
+  long-lived objects); ten thousand sockets are a few hundred thousand objects, about
+  30 ms per walk. Measured with ``make bench``'s scale scenario (``jst_tests/bench/scale.py``)
+  and the shared instrument's ``scale.mjs``: CPU per message at 10,000 sockets within
+  1.5× of the figure at 1,000.
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG_THRESHOLD = 50_000
+MIDDLE_THRESHOLD = 20
+OLD_THRESHOLD = 100
+
+
+def configure_gc() -> None:
+    """Freeze what is loaded now and raise the thresholds; call once before ``trio.run``."""
+    # The modules the daemon imports lazily are loaded first so they are frozen too.
+    import jst.daemon.mux
+    import jst.daemon.server  # noqa: F401
+
+    # No gc.collect() first: it would delay the first answer by ~20 ms to reclaim a few
+    # KiB of start-up garbage.
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
