@@ -6,9 +6,9 @@ walks every live tracked object. With ten thousand sockets open on one ``/io`` s
 that walk dominated the cost of a message (65 % of the CPU in a 10,000-socket burst
 before 0.3), and it grew with the number of sockets. Three measures:
 
-* ``gc.freeze()`` once everything the daemon imports at start is loaded: modules,
-  classes and functions (≈60,000 objects) move to a permanent generation that no
-  collection walks again.
+* ``gc.freeze()`` once at start and once more when the first ``/io`` session begins
+  (everything imported lazily is loaded by then): modules, classes and functions
+  (≈30,000 objects) move to a permanent generation that no collection walks again.
 * ``threshold0 = 50_000`` instead of 700: the hot paths allocate no reference cycles
   per frame or message, so young collections only have to catch the rare cycle (a
   traceback, a cancelled task's frames); 50,000 objects is a few MiB at most and a
@@ -30,13 +30,20 @@ MIDDLE_THRESHOLD = 20
 OLD_THRESHOLD = 100
 
 
+_frozen_late = False
+
+
 def configure_gc() -> None:
     """Freeze what is loaded now and raise the thresholds; call once before ``trio.run``."""
-    # The modules the daemon imports lazily are loaded first so they are frozen too.
-    import jst.daemon.mux
-    import jst.daemon.server  # noqa: F401
-
-    # No gc.collect() first: it would delay the first answer by ~20 ms to reclaim a few
-    # KiB of start-up garbage.
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
+
+
+def freeze_late_imports() -> None:
+    """Freeze again, once, when the server is running: the modules imported lazily after
+    the port line (trio, h11, the server) are loaded by then. Not at start-up, so that
+    the time to the first answer does not pay for it."""
+    global _frozen_late
+    if not _frozen_late:
+        _frozen_late = True
+        gc.freeze()

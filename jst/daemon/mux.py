@@ -59,7 +59,7 @@ from typing import Any
 
 import trio
 
-from jst.daemon import iopoll, wire
+from jst.daemon import gctune, iopoll, wire
 from jst.daemon.iobound import BoundSockets
 from jst.daemon.ioqueue import Outbox, SessionIO
 from jst.daemon.iotcp import TcpSockets
@@ -235,6 +235,7 @@ async def authenticate(ws: WebSocket, token: bytes) -> bool:
 
 async def serve_session(ws: WebSocket, state: DaemonState) -> None:
     """One ``/io`` WebSocket from the ``101`` to its close."""
+    gctune.freeze_late_imports()
     stats = state.stats
     stats.ws_connections += 1
     try:
