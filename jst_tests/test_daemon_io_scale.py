@@ -145,7 +145,7 @@ async def test_three_thousand_sockets_on_one_session(big_daemon: RunningDaemon) 
             for sid in (1, 2, 3):
                 await ws.send_message(frame(0x14, 0, struct.pack("<I", sid)))
             with trio.fail_after(30):
-                closed = set()
+                closed: set[int] = set()
                 while closed != {1, 2, 3}:
                     opcode, _rid, body = await next_frame()
                     if opcode == TCP_CLOSE:
