@@ -64,6 +64,8 @@ CLOSE_LINGER = 5.0
 # Accepted sockets get daemon-assigned ids from here up; the engine's own counter starts
 # at 1, so the two ranges cannot meet in practice (§9.7), and ids in use are skipped.
 FIRST_ACCEPT_ID = 0x8000_0000
+# Sockets closed between two checkpoints when a session ends.
+CLOSE_BATCH = 256
 
 
 class TcpState(enum.Enum):
@@ -267,9 +269,14 @@ class TcpSockets:
             conn.close_sent = True
             self.outbox.put_nowait(wire.encode_tcp_close(conn.socket_id))
 
-    def close_all(self) -> None:
-        """The WebSocket is gone: close what the reactor owns (tasks are already gone)."""
-        for conn in list(self.conns.values()):
+    async def close_all(self) -> None:
+        """The WebSocket is gone: close what the reactor owns (tasks are already gone).
+
+        One ``close()`` per socket, and a checkpoint every ``CLOSE_BATCH`` of them: the
+        kernel's work for ten thousand closes is a few hundred milliseconds, and a new
+        session (an extension reloading) is served in between rather than after.
+        """
+        for index, conn in enumerate(list(self.conns.values()), start=1):
             if conn.sock is not None:
                 if conn.interest:
                     self.poller.unregister(conn.sock)
@@ -277,6 +284,8 @@ class TcpSockets:
                 conn.sock.close()
                 conn.sock = None
             self.move(conn, TcpState.CLOSED)
+            if index % CLOSE_BATCH == 0:
+                await trio.lowlevel.checkpoint()
         self.conns.clear()
         self.dirty.clear()
 

@@ -170,10 +170,11 @@ class Session:
                 continue
             await handler(frame)
 
-    def close_all(self) -> None:
+    async def close_all(self) -> None:
         """Close every socket no task owns any more (after the nursery has ended)."""
-        self.tcp.close_all()
         self.bound.close_all()
+        await self.tcp.close_all()
+        self.tcp.poller.close()
 
 
 def parsed(handle: Callable[[Any, int], Awaitable[None]]) -> Handler:
@@ -264,7 +265,8 @@ async def serve_session(ws: WebSocket, state: DaemonState) -> None:
                     nursery.cancel_scope.cancel()
         finally:
             if session is not None:
-                session.close_all()
-                session.tcp.poller.close()
+                # Shielded: this runs when the connection was cancelled too (shutdown).
+                with trio.CancelScope(shield=True):
+                    await session.close_all()
     finally:
         stats.ws_connections -= 1
