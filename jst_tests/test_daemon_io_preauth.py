@@ -52,8 +52,17 @@ def upgraded(port: int) -> socket.socket:
     return sock
 
 
-def read_frames(sock: socket.socket, deadline: float) -> tuple[list[bytes], int | None]:
-    """Server frames until a Close (its code) or EOF (``None``)."""
+def read_messages(sock: socket.socket, count: int, deadline: float) -> list[bytes]:
+    """Exactly ``count`` binary messages (fails on a Close or EOF before them)."""
+    messages, code = read_frames(sock, deadline, count)
+    assert len(messages) == count, (messages, code)
+    return messages
+
+
+def read_frames(
+    sock: socket.socket, deadline: float, count: int | None = None
+) -> tuple[list[bytes], int | None]:
+    """Server frames until a Close (its code), EOF (``None``), or ``count`` messages."""
     buffer = b""
     messages: list[bytes] = []
     while True:
@@ -70,6 +79,8 @@ def read_frames(sock: socket.socket, deadline: float) -> tuple[list[bytes], int 
             if opcode == 0x8:
                 return messages, struct.unpack("!H", payload[:2])[0] if payload else None
             messages.append(payload)
+            if count is not None and len(messages) == count:
+                return messages, None
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             chunk = sock.recv(65536)
@@ -107,12 +118,12 @@ def test_messages_up_to_64_kib_before_auth_are_served(daemon: RunningDaemon) -> 
         # After AUTH the §6.1 limit (64 MiB) applies: a 2 MiB message is taken (an
         # unknown opcode, answered with ERROR rather than a close).
         sock.sendall(client_frame(0x2, frame(0x55, 3, b"\0" * (2 * MiB))))
-        sock.sendall(client_frame(0x8, struct.pack("!H", 1000)))
-        messages, code = read_frames(sock, time.monotonic() + 10)
+        messages = read_messages(sock, 3, time.monotonic() + 10)
         assert [m[1] for m in messages] == [SERVER_HELLO, AUTH_RESULT, ERROR]
         assert messages[1][8:] == b"\x00"
         assert messages[2][4:8] == struct.pack("<I", 3)
-        assert code == 1000
+        sock.sendall(client_frame(0x8, struct.pack("!H", 1000)))
+        assert read_frames(sock, time.monotonic() + 5) == ([], 1000)
 
 
 def test_a_session_that_does_not_authenticate_is_closed_after_10_s(

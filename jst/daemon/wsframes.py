@@ -107,7 +107,7 @@ class FrameParser:
         self._fragments: list[bytes] = []
         self._fragments_size = 0
 
-    def receive(self, data: bytes | bytearray) -> list[Event]:
+    def receive(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse what ``data`` completes; keeps the rest for the next call."""
         if self._failed:
             return []
