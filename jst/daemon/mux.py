@@ -70,6 +70,8 @@ log = logging.getLogger("jst.daemon.io")
 
 # write_loop stops adding queued frames to one WebSocket write at this many bytes.
 WS_WRITE_BATCH = 256 * 1024
+# TCP_SEND payloads up to this size are copied out of their message, larger ones viewed.
+SLICE_LIMIT = 64 * 1024
 # Before AUTH the handshake messages are tens of bytes; 64 KiB leaves room for any token.
 PRE_AUTH_MAX_MESSAGE = 64 * 1024
 # A client that has the token authenticates in milliseconds.
@@ -153,8 +155,12 @@ class Session:
                 continue  # text messages are ignored (§6.1)
             # The hot path, TCP_SEND, skips the generic parser.
             if len(data) >= 12 and data[1] == _TCP_SEND and data[0] == wire.VERSION:
-                # A view, not a copy: the payload goes to the peer as it came.
-                await tcp.send(int.from_bytes(data[8:12], "little"), memoryview(data)[12:])
+                # Small payloads are sliced (bytes are not tracked by the garbage collector:
+                # ten thousand queued views made it run mid-burst); large ones are viewed,
+                # not copied.
+                size = len(data)
+                payload = data[12:] if size <= SLICE_LIMIT else memoryview(data)[12:]
+                await tcp.send(int.from_bytes(data[8:12], "little"), payload)
                 continue
             frame = wire.parse_frame(data)
             if frame is None:

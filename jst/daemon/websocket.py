@@ -26,8 +26,8 @@ STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # One receive takes in many client frames at once (the engine sends bursts of small ones).
 RECEIVE_SIZE = 256 * 1024
 CLOSE_MESSAGE_TOO_BIG = wsframes.CLOSE_MESSAGE_TOO_BIG
-# Batches at least this large are written without joining them first.
-VECTOR_MIN = 64 * 1024
+# Batches whose messages average at least this size are written without joining them.
+VECTOR_MIN = 16 * 1024
 # Buffers per sendmsg call (IOV_MAX is 1024 on Linux, the BSDs and macOS).
 IOV_LIMIT = 512
 # How long a closing side waits for the peer's Close frame before dropping the TCP link.
@@ -123,8 +123,9 @@ class WebSocket:
         if self._closed or self._close_sent:
             return
         pieces = wsframes.encode_binary(messages)
-        if self._socket is None or len(pieces) <= 2 or sum(map(len, messages)) < VECTOR_MIN:
-            await self._send_raw(b"".join(pieces))
+        total = sum(map(len, messages))
+        if self._socket is None or len(pieces) <= 2 or total < VECTOR_MIN * len(messages):
+            await self._send_raw(b"".join(pieces))  # small frames: one copy is cheaper
             return
         async with self._send_lock:
             try:
@@ -162,15 +163,15 @@ class WebSocket:
 
 async def send_vector(sock: trio.socket.SocketType, pieces: list[bytes]) -> None:
     """Write every piece, in order, with as few ``sendmsg`` calls as the kernel allows."""
-    views = [memoryview(piece) for piece in pieces if piece]
+    buffers: list[bytes | memoryview] = [piece for piece in pieces if piece]
     start = 0
-    while start < len(views):
-        sent = await sock.sendmsg(views[start : start + IOV_LIMIT])
+    while start < len(buffers):
+        sent = await sock.sendmsg(buffers[start : start + IOV_LIMIT])
         while sent:
-            size = len(views[start])
+            size = len(buffers[start])
             if sent >= size:
                 sent -= size
                 start += 1
             else:
-                views[start] = views[start][sent:]
+                buffers[start] = memoryview(buffers[start])[sent:]
                 sent = 0
