@@ -32,9 +32,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import errno
 import ipaddress
 import itertools
 import logging
+import os
 import socket
 import ssl
 from typing import Any
@@ -176,19 +178,34 @@ def plain_socket(tsock: trio.socket.SocketType) -> socket.socket:
     return sock
 
 
+# What a non-blocking connect() answers while the handshake is under way (10035 is
+# Windows' WSAEWOULDBLOCK).
+_CONNECT_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035}
+
+
 async def open_connection(host: str, port: int) -> socket.socket:
-    """Connect (IP literals directly, names through trio's happy eyeballs). OSError."""
+    """Connect; OSError on failure. IP literals (what the engine sends for peers) with a
+    plain non-blocking connect and one readiness wait; names through trio's happy
+    eyeballs."""
     host = strip_brackets(host)
-    if is_ip_literal(host):
-        tsock = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        try:
-            await tsock.connect((host, port))
-        except BaseException:
-            tsock.close()
-            raise
-        return plain_socket(tsock)
-    stream = await trio.open_tcp_stream(host, port)
-    return plain_socket(stream.socket)
+    if not is_ip_literal(host):
+        stream = await trio.open_tcp_stream(host, port)
+        return plain_socket(stream.socket)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # as trio.SocketStream does: small frames go now
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        error = sock.connect_ex((host, port))
+        if error in _CONNECT_IN_PROGRESS:
+            await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class TcpSockets:
