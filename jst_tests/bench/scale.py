@@ -83,8 +83,17 @@ def _rss_kib(pid: int) -> float:
 
 
 def _cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    """CPU seconds of all the daemon's threads, from schedstat (ns) where there is one:
+    psutil's 10 ms ticks are too coarse for a 1,000-message burst."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+    except OSError:
+        times = psutil.Process(pid).cpu_times()
+        return float(times.user + times.system)
+    return total / 1e9
 
 
 def _message(sid: int) -> bytes:
