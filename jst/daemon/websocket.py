@@ -15,6 +15,7 @@ can change during the connection: ``/io`` accepts only small messages before AUT
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 
 import trio
@@ -28,6 +29,7 @@ RECEIVE_SIZE = 256 * 1024
 CLOSE_MESSAGE_TOO_BIG = wsframes.CLOSE_MESSAGE_TOO_BIG
 # Batches whose messages average at least this size are written without joining them.
 VECTOR_MIN = 16 * 1024
+_HAVE_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 # Buffers per sendmsg call (IOV_MAX is 1024 on Linux, the BSDs and macOS).
 IOV_LIMIT = 512
 # How long a closing side waits for the peer's Close frame before dropping the TCP link.
@@ -124,7 +126,12 @@ class WebSocket:
             return
         pieces = wsframes.encode_binary(messages)
         total = sum(map(len, messages))
-        if self._socket is None or len(pieces) <= 2 or total < VECTOR_MIN * len(messages):
+        if (
+            self._socket is None
+            or not _HAVE_SENDMSG
+            or len(pieces) <= 2
+            or total < VECTOR_MIN * len(messages)
+        ):
             await self._send_raw(b"".join(pieces))  # small frames: one copy is cheaper
             return
         async with self._send_lock:
