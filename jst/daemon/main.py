@@ -1,6 +1,5 @@
 """jst-io-daemon's nursery tree: the whole process lifetime in one place.
 
-    configure_gc()
     trio.run(serve_until_shutdown)
     └── root nursery ................ cancelled when the HTTP server has finished
         ├── http_server ............. server.serve on the bound socket: an accept loop and
