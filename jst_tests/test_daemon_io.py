@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
@@ -249,6 +250,45 @@ async def test_pending_socket_reports_peer_close_without_a_send(
         assert await client.connect(3, port)
         await client.expect_close(3)
         await wait_for_stats(daemon, pending_tcp=0, tcp_sockets=0)
+
+
+async def test_many_pending_sockets_each_report_only_their_own_close(
+    daemon: RunningDaemon, nursery: trio.Nursery
+) -> None:
+    """§9.4 with one readiness set per session: of 100 pending sockets, exactly those
+    whose peer closes are reported, and the others (some with a banner waiting, which
+    must not look like a close) work once activated."""
+    accepted = [0]
+
+    async def by_order(stream: trio.SocketStream) -> None:
+        accepted[0] += 1
+        k = accepted[0]  # the client connects one by one: k is the socket id
+        if k % 2:
+            await stream.aclose()
+            return
+        if k % 4 == 0:
+            await stream.send_all(b"hi")
+        with contextlib.suppress(trio.BrokenResourceError):
+            async for data in stream:
+                await stream.send_all(data)
+
+    port = await start_tcp_server(nursery, by_order)
+    count = 100
+    async with io_session(daemon.port, daemon.env.token) as client:
+        for sid in range(1, count + 1):
+            assert await client.connect(sid, port)
+        closed = set()
+        for _ in range(count // 2):
+            closed.add((await client.expect(TCP_CLOSE)).socket_id)
+        assert closed == set(range(1, count + 1, 2))
+        await wait_for_stats(daemon, pending_tcp=count // 2)
+        for sid in range(2, count + 1, 2):
+            await client.tcp_send(sid, b"x")
+        for sid in range(2, count + 1, 2):
+            expected = b"hix" if sid % 4 == 0 else b"x"
+            assert await client.receive_exactly(sid, len(expected)) == expected
+        assert not [f for f in client.backlog if f.opcode == TCP_CLOSE]
+        await wait_for_stats(daemon, pending_tcp=0, tcp_sockets=count // 2)
 
 
 async def test_pending_socket_keeps_unread_data_for_the_first_send(

@@ -372,8 +372,12 @@ async def test_a_pipelined_request_is_not_mistaken_for_a_departed_client(
     data = payload(2000)
     put_file(daemon, "p.mp4", data)
     opened = await open_stream(io, 1, "p.mp4", len(data), [(0, 1000)])
-    first_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=500-1499\r\n\r\n"
-    second_request = f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-9\r\n\r\n"
+    first_request = (
+        f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=500-1499\r\n\r\n"
+    )
+    second_request = (
+        f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-9\r\n\r\n"
+    )
     stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
     async with stream:
         await stream.send_all(first_request.encode())

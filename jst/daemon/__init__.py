@@ -8,9 +8,19 @@ Module map:
   connection.py one HTTP/1.1 connection: fast path on a raw socket, h11 otherwise, /io upgrade
   http1.py    sans-I/O fast head parser (plain HTTP/1.1 heads) and response heads
   threadhop.py the lean hop into worker threads for blocking file work
-  websocket.py a server WebSocket over a trio stream (wsproto), batched sends
+  websocket.py a server WebSocket over a trio stream, batched and vectored sends
+  wsframes.py RFC 6455 frames, sans-I/O: strict client-frame parser, server frames
   wire.py     the /io protocol, sans-I/O: envelope, opcodes, payloads, auth (§6)
-  mux.py      the /io socket multiplexer: one nursery per session, a task per socket
+  mux.py      the /io session: auth, dispatch table, nursery tree (see its docstring)
+  iotcp.py    /io TCP sockets: connect, pending, reactor, TLS, close (§6.5-§6.6)
+  iobound.py  /io listeners and UDP sockets (§6.7-§6.9)
+  ioqueue.py  /io outbound queue (bounded in bytes) shared by a session's parts
+  iopoll.py   one readiness set per /io session (epoll, kqueue, or a task per socket)
+  streamwire.py STREAM_* frames 0x40-0x44, sans-I/O (STREAMING.md §1)
+  intervals.py merged half-open byte ranges (a stream's availability)
+  streams.py  streams owned by their /io session: capability tokens, availability, wake-ups
+  streamhttp.py GET/HEAD /stream/<token>: ranges, sendfile, STREAM_NEED while blocked
+  gctune.py   the garbage collector's settings (frozen start-up, thresholds)
   http.py     sans-I/O HTTP rules: request model, auth (§5.3), CORS (§5.4), parsing
   routes.py   route table and handlers (§5.7-§5.9)
   paths.py    root/path rules (§5.6 with the §9.11 fixes), pure; the path errors

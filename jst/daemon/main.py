@@ -30,6 +30,7 @@ import threading
 
 import trio
 
+from jst.daemon.gctune import configure_gc
 from jst.daemon.parent import ParentCheckError, wait_for_exit
 from jst.daemon.state import DaemonState
 
@@ -176,5 +177,6 @@ def run(
             await http_server(state, listen_fd, shutdown, idle_exit)
             nursery.cancel_scope.cancel()
 
+    configure_gc()
     trio.run(serve_until_shutdown)
     return shutdown.exit_code

@@ -40,6 +40,7 @@ import trio
 from jst.daemon import fileops, streamwire, wire
 from jst.daemon.errors import Forbidden, HttpError
 from jst.daemon.intervals import IntervalSet
+from jst.daemon.ioqueue import Outbox
 from jst.daemon.paths import InvalidPath, NotRegularFile, Target
 from jst.daemon.state import DaemonState
 from jst.daemon.streamwire import OpenStatus
@@ -130,7 +131,7 @@ class Stream:
     target: Target
     length: int
     content_type: str
-    out: trio.MemorySendChannel[bytes]  # the session's outbound queue, for STREAM_NEED
+    out: Outbox  # the session's outbound queue, for STREAM_NEED
     available: IntervalSet = attrs.field(factory=IntervalSet)
     changed: trio.Event = attrs.field(factory=trio.Event)
     readers: set[trio.CancelScope] = attrs.field(factory=set)
@@ -159,7 +160,7 @@ class Stream:
         if self.closed:
             raise StreamClosed
         try:
-            await self.out.send(streamwire.encode_stream_need(self.stream_id, start, end))
+            await self.out.put(streamwire.encode_stream_need(self.stream_id, start, end))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise StreamClosed from exc  # the session's writer is gone
 
@@ -227,7 +228,7 @@ def on_verified_write(
 class SessionStreams:
     """The streams one ``/io`` session opened (see the module notes)."""
 
-    def __init__(self, state: DaemonState, out: trio.MemorySendChannel[bytes]) -> None:
+    def __init__(self, state: DaemonState, out: Outbox) -> None:
         self.state = state
         self.hub = hub(state)
         self.out = out
@@ -249,12 +250,12 @@ class SessionStreams:
             case streamwire.StreamClose(stream_id):
                 self.close(stream_id)
             case wire.UnknownOpcode():
-                await self.out.send(wire.encode_error(frame.request_id, wire.UNKNOWN_OPCODE))
+                await self.out.put(wire.encode_error(frame.request_id, wire.UNKNOWN_OPCODE))
             case None:
                 pass
 
     async def reply(self, request_id: int, stream_id: int, status: int, text: str) -> None:
-        await self.out.send(streamwire.encode_stream_opened(request_id, stream_id, status, text))
+        await self.out.put(streamwire.encode_stream_opened(request_id, stream_id, status, text))
 
     async def open(self, request: streamwire.StreamOpen, request_id: int) -> None:
         sid = request.stream_id

@@ -329,6 +329,15 @@ def encode_tcp_connected(request_id: int, socket_id: int, ok: bool) -> bytes:
     return encode(Op.TCP_CONNECTED, request_id, _U32_U8_U32.pack(socket_id, status, err))
 
 
+_TCP_RECV_HEAD = struct.Struct("<BBHII")
+_TCP_RECV_OP = int(Op.TCP_RECV)
+
+
+def tcp_recv_header(socket_id: int) -> bytes:
+    """The 12 bytes before a TCP_RECV's data (envelope and socket id)."""
+    return _TCP_RECV_HEAD.pack(VERSION, _TCP_RECV_OP, 0, 0, socket_id)
+
+
 def encode_tcp_recv(socket_id: int, data: bytes | bytearray) -> bytes:
     return b"".join((_TCP_RECV_HEADER, _U32.pack(socket_id), data))
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from jst_tests.bench import coldstart
 from jst_tests.bench import io as io_bench
+from jst_tests.bench import scale as scale_bench
 from jst_tests.bench import stream as stream_bench
 from jst_tests.daemonproc import ROOT_KEY, DaemonEnv, read_port_line, spawn, stop
 
@@ -283,6 +284,7 @@ def main() -> None:
             rows.append(("rss_after_load_mb", f"{rss_mib(proc.pid):.1f}", "target <= 80", ""))
         finally:
             stop(proc)
+        rows.extend(scale_bench.rows(env))  # N sockets on one /io session (issue 18)
 
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     cores = os.cpu_count()
