@@ -33,6 +33,7 @@ import trio
 from jst.daemon.gctune import configure_gc
 from jst.daemon.parent import ParentCheckError, wait_for_exit
 from jst.daemon.state import DaemonState
+from jst.fdlimit import raise_open_file_limit
 
 log = logging.getLogger("jst.daemon")
 
@@ -131,26 +132,6 @@ def start_service_link(address: str, state: DaemonState, nursery: trio.Nursery) 
     nursery.start_soon(run_link)
 
 
-def raise_fd_limit() -> None:
-    """Soft RLIMIT_NOFILE up to the hard limit (issue 12): the common soft limit of 1024
-    is what a flood of idle connections exhausts first; the hard limit is ours to take."""
-    try:
-        import resource
-    except ImportError:  # Windows: no such limit on sockets
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # macOS refuses RLIM_INFINITY for the soft limit; OPEN_MAX-ish 10240 is its ceiling.
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    for wanted in (target, 10240):
-        if soft >= wanted:
-            return
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            return
-        except (OSError, ValueError):
-            continue
-
-
 def run(
     state: DaemonState,
     listen_fd: int,
@@ -163,7 +144,7 @@ def run(
 ) -> int:
     """Serve until shut down; returns the process exit status."""
     shutdown = Shutdown()
-    raise_fd_limit()
+    raise_open_file_limit()
 
     async def serve_until_shutdown() -> None:
         async with trio.open_nursery() as nursery:

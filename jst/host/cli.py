@@ -44,8 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if one_shot is not None:
         return oneshot.run(one_shot, args)
 
+    from jst.fdlimit import raise_open_file_limit
     from jst.host import launch
 
+    raise_open_file_limit()  # before the daemon starts: it inherits the raised limit
     prelaunched = launch.prelaunch()
 
     from jst.fastimport import import_trio

@@ -31,7 +31,7 @@ Design notes (what anyone who can connect, without the token, can and cannot do)
   dropped. 1,100 stalled connections under ``ulimit -n 1024`` thus cost us 64 fds and
   leave the rest for the host's own work (rpc-info.json, starting the daemon): a
   handshake on stdio is answered while they are held. At start the soft
-  ``RLIMIT_NOFILE`` is raised to the hard limit (``raise_open_file_limit``).
+  ``RLIMIT_NOFILE`` is raised to the hard limit (``jst.fdlimit``, at the host's start).
 * **The token** is compared in constant time (``hmac.compare_digest``).
 """
 
@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -54,6 +53,7 @@ import attrs
 import h11
 import trio
 
+from jst.fdlimit import raise_open_file_limit
 from jst.host import messages, nm
 
 log = logging.getLogger("jst.host.linkrpc")
@@ -93,6 +93,10 @@ class Endpoint:
     pid: int
     # Lower-case Host values accepted (plus none at all); ``None``: no Host check.
     hosts: frozenset[bytes] | None = None
+    # ``GET /daemon`` (jst status): the supervised daemon's pid, port and token, or None
+    # while there is none. Served on the private Unix socket only (``hosts`` is None):
+    # reaching it needs the 0700 directory and the host token, i.e. this user.
+    daemon: Callable[[], dict[str, Any] | None] | None = attrs.field(default=None, eq=False)
 
 
 def loopback_hosts(port: int) -> frozenset[bytes]:
@@ -176,6 +180,8 @@ def check_head(
     if endpoint.hosts is not None and host is not None and host.lower() not in endpoint.hosts:
         return _text(403, "Forbidden: unexpected Host header")
     path, _, query_text = target.partition(b"?")
+    if path == b"/daemon" and endpoint.hosts is None and endpoint.daemon is not None:
+        return _daemon_reply(endpoint, endpoint.daemon, method, query_text)
     if path not in ROUTES:
         return Reply(404)
     if method != ROUTES[path]:
@@ -196,6 +202,21 @@ def check_head(
     if not authorised:
         return Reply(403)
     return _json_reply({"status": "ok", "pid": endpoint.pid, "version": endpoint.version})
+
+
+def _daemon_reply(
+    endpoint: Endpoint,
+    daemon: Callable[[], dict[str, Any] | None],
+    method: str,
+    query_text: bytes,
+) -> Reply:
+    if method != "GET":
+        return Reply(405)
+    query = parse_qs(query_text.decode("utf-8", "replace"), keep_blank_values=True)
+    if "token" not in query or not _token_matches(query["token"][0], endpoint.token):
+        return Reply(403)
+    info = daemon()
+    return Reply(503) if info is None else _json_reply(info)
 
 
 def handle_body(accepted: Accepted, body: bytes) -> Reply:
@@ -442,29 +463,6 @@ async def _serve_connection(
             limit.release(connection, connection.busy)
 
 
-def raise_open_file_limit() -> int | None:
-    """Soft RLIMIT_NOFILE up to the hard limit: the fds we may use are all there is.
-
-    Returns the soft limit now in force (``None``: unlimited or unknown).
-    """
-    if sys.platform == "win32":
-        return None
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # macOS refuses RLIM_INFINITY for the soft limit (OPEN_MAX); ask for a large number.
-    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
-    if soft == resource.RLIM_INFINITY:
-        return None
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.info("cannot raise the open-file limit from %d: %s", soft, exc)
-    return soft
-
-
 def connection_cap(fd_limit: int | None) -> int:
     """``MAX_CONNECTIONS``, or a quarter of a tiny fd limit: the rest stays in reserve."""
     if fd_limit is None:
@@ -510,6 +508,7 @@ async def serve(
     token: str,
     version: str,
     deliver: Callable[[dict[str, Any]], Awaitable[None]],
+    daemon: Callable[[], dict[str, Any] | None] | None = None,
 ) -> None:
     limit = ConnectionLimit(connection_cap(raise_open_file_limit()))
     async with trio.open_nursery() as nursery:
@@ -518,6 +517,10 @@ async def serve(
             address = listener.socket.getsockname()
             tcp = listener.socket.family in (trio.socket.AF_INET, trio.socket.AF_INET6)
             endpoint = Endpoint(
-                token, version, os.getpid(), loopback_hosts(address[1]) if tcp else None
+                token,
+                version,
+                os.getpid(),
+                loopback_hosts(address[1]) if tcp else None,
+                None if tcp else daemon,
             )
             nursery.start_soon(_accept_loop, listener, endpoint, deliver, limit, nursery)

@@ -214,9 +214,15 @@ class Host:
             self._nursery.start_soon(trio.to_thread.run_sync, remove_stale_dirs, control_base())
         from jst.host import linkrpc
 
-        await linkrpc.serve(listeners, self.record.token, HOST_VERSION, events.send)
+        await linkrpc.serve(
+            listeners, self.record.token, HOST_VERSION, events.send, self._daemon_info
+        )
 
     # -- stdio ---------------------------------------------------------------------------
+
+    def _daemon_info(self) -> dict[str, Any] | None:
+        """``GET /daemon`` on the private link socket (linkrpc.py), for ``jst status``."""
+        return self._supervisor.describe()
 
     def stop(self, why: str) -> None:
         log.info("stopping: %s", why)

@@ -53,6 +53,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import attrs
 import trio
@@ -190,6 +191,13 @@ class Supervisor:
             self._daemon_socket = launch.bind_daemon_socket(self.port or 0)
             self.port = self._daemon_socket.getsockname()[1]
         return self._daemon_socket
+
+    def describe(self) -> dict[str, Any] | None:
+        """The running daemon as ``jst status`` sees it (pid, port, token), or None."""
+        proc = self._proc
+        if self.state is not DaemonState.RUNNING or proc is None or self.port is None:
+            return None
+        return {"pid": proc.pid, "port": self.port, "token": self.token}
 
     def close(self) -> None:
         """Release the port: with no daemon to come, clients must be refused, not queued."""

@@ -7,3 +7,17 @@
 * ``main``    — the service's nursery tree
 * ``cli``     — ``jst service run|start|stop|status``
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def query_status(timeout: float) -> dict[str, Any] | None:
+    """The running service's status (``jst status``), or None when none answers."""
+    from jst.service import client
+
+    try:
+        return client.request({"op": "status"}, timeout=timeout)
+    except client.ServiceUnreachable:
+        return None

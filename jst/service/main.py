@@ -298,6 +298,9 @@ class Service:
                     "install_id": i.install_id,
                     "state": i.supervisor.state.value,
                     "port": i.supervisor.port,
+                    # for jst status's /stats (removed before display); service.sock is
+                    # private to this user, who may ask for the endpoint anyway
+                    "token": i.supervisor.token,
                     "failure": i.supervisor.failure,
                     "control_clients": i.clients,
                     "kept_events": len(i.events.items),

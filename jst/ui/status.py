@@ -29,6 +29,7 @@ import http.client
 import importlib
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ import attrs
 import psutil
 
 from jst import __version__, config
+from jst.host.profiles import LINK_KEY
 from jst.rpcinfo import Profile, RpcInfo, RpcInfoError, parse_rpc_info
 
 HTTP_TIMEOUT = 1.0  # the link-handler's health-check bound (§7.2)
@@ -103,6 +105,46 @@ def http_get(port: int, target: str, headers: dict[str, str] | None = None) -> t
         raise OSError(f"bad HTTP answer: {exc}") from exc
     finally:
         conn.close()
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (the host's private link socket)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=HTTP_TIMEOUT)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def host_daemon_token(profile: Profile) -> str | None:
+    """A jst host's daemon token, asked of the host itself: ``GET /daemon`` on its
+    private Unix link socket (0700 directory, host token from the 0600 rpc-info.json).
+    A jst host passes the token to its daemon through a pipe, so it is nowhere else."""
+    link = profile.extra.get(LINK_KEY)
+    if not isinstance(link, str) or not link.startswith("unix:"):
+        return None
+    conn = _UnixHTTPConnection(link[len("unix:") :])
+    try:
+        conn.request("GET", f"/daemon?token={quote(profile.token)}")
+        response = conn.getresponse()
+        if response.status != 200:
+            return None
+        doc = json.loads(response.read(1 << 16))
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+    token = doc.get("token") if isinstance(doc, dict) else None
+    return token if isinstance(token, str) and token else None
 
 
 def http_post(port: int, target: str, token: str) -> int:
@@ -259,6 +301,7 @@ def _daemon(
     previous: dict[int, dict[str, Any]],
     elapsed: float | None,
     problems: list[str],
+    host_profile: Profile | None = None,
 ) -> dict[str, Any]:
     argv = proc.cmdline()
     install_id = option(argv, "--install-id")
@@ -275,6 +318,8 @@ def _daemon(
         "rate_received": None,
     }
     token = tokens.get(install_id or "") or daemon_token(proc, argv)
+    if token is None and host_profile is not None:
+        token = host_daemon_token(host_profile)
     if port is None:
         problems.append(f"daemon pid {proc.pid}: no listening port found")
     elif token is None:
@@ -356,11 +401,13 @@ def gather(previous: Status | None = None, rpc_info: Path | None = None) -> Stat
     before = {d["pid"]: d for d in previous.daemons} if previous else {}
     elapsed = status.taken - previous.taken if previous else None
     parents: list[dict[str, Any]] = []
+    host_profiles: dict[int, Profile] = {}
     for profile in sorted(info.profiles, key=lambda p: p.started):
         if profile.pid > 0 and is_host(profile.pid):
             host = _host(profile, service_pid, status.problems)
             status.hosts.append(host)
             parents.append(host)
+            host_profiles[profile.pid] = profile
     if isinstance(service_pid, int) and not any(h["pid"] == service_pid for h in parents):
         parents.append({"pid": service_pid, "kind": "service"})
     for parent in parents:
@@ -369,7 +416,15 @@ def gather(previous: Status | None = None, rpc_info: Path | None = None) -> Stat
             for child in children:
                 try:
                     if is_daemon(child.cmdline()):
-                        entry = _daemon(child, parent, tokens, before, elapsed, status.problems)
+                        entry = _daemon(
+                            child,
+                            parent,
+                            tokens,
+                            before,
+                            elapsed,
+                            status.problems,
+                            host_profiles.get(parent["pid"]),
+                        )
                         status.daemons.append(entry)
                 except psutil.NoSuchProcess:
                     continue  # ended while we looked
