@@ -56,7 +56,7 @@ def test_nothing_running(host_env: HostEnv) -> None:
     assert result.returncode == 0, result.stderr
     assert "no host running" in result.stdout
     assert "daemons: none running" in result.stdout
-    assert "service: not available" in result.stdout  # until jst.service provides it
+    assert "service: not running" in result.stdout
     code, doc = status_json(host_env)
     assert code == 0
     assert (doc["ok"], doc["hosts"], doc["daemons"], doc["roots"]) == (True, [], [], [])

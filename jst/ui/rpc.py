@@ -100,10 +100,13 @@ def stop_daemon_blocking(install_id: str) -> dict[str, Any]:
         for child in children:
             try:
                 argv = child.cmdline()
-                if not status.is_daemon(argv) or status.option(argv, "--install-id") != install_id:
+                if not status.is_daemon(argv):
+                    continue
+                # a jst host's daemon learns its install id with its config (status.py)
+                if (status.option(argv, "--install-id") or profile.install_id) != install_id:
                     continue
                 port = status.listening_port(child, argv)
-                token = status.daemon_token(child, argv)
+                token = status.daemon_token(child, argv) or status.host_daemon_token(profile)
             except psutil.Error:
                 continue
             try:

@@ -304,7 +304,11 @@ def _daemon(
     host_profile: Profile | None = None,
 ) -> dict[str, Any]:
     argv = proc.cmdline()
-    install_id = option(argv, "--install-id")
+    # A jst host starts its daemon before the handshake names the install (--install-id
+    # ""); the install id then reaches the daemon with its config: the host's profile has it.
+    install_id = option(argv, "--install-id") or (
+        host_profile.install_id if host_profile is not None else None
+    )
     port = listening_port(proc, argv)
     entry: dict[str, Any] = {
         "pid": proc.pid,
