@@ -26,10 +26,11 @@ class ProcessInfo:
     exe: str
 
 
-def _ancestors(limit: int) -> list[ProcessInfo]:
+def ancestors(limit: int, pid: int | None = None) -> list[ProcessInfo]:
+    """Up to ``limit`` ancestors of ``pid`` (default: this process), nearest first."""
     found: list[ProcessInfo] = []
     try:
-        proc: psutil.Process | None = psutil.Process().parent()
+        proc: psutil.Process | None = psutil.Process(pid).parent()
         while proc is not None and len(found) < limit:
             with proc.oneshot():
                 try:
@@ -65,7 +66,7 @@ def choose_browser(ancestors: Sequence[ProcessInfo]) -> tuple[str, str]:
 
 
 def detect_browser() -> tuple[str, str]:
-    return choose_browser(_ancestors(MAX_ANCESTORS))
+    return choose_browser(ancestors(MAX_ANCESTORS))
 
 
 def extension_id_from_argv(argv: Sequence[str]) -> str | None:

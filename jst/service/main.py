@@ -48,12 +48,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import psutil
 import trio
 
 from jst import __version__
 from jst.host import desktop, linkrpc
-from jst.host.browser import MAX_ANCESTORS, ProcessInfo, choose_browser
+from jst.host.browser import MAX_ANCESTORS, ancestors, choose_browser
 from jst.host.control_server import ControlListener, open_control_listener
 from jst.host.launch import daemon_command
 from jst.host.profiles import HostRecord
@@ -131,23 +130,7 @@ class Install:
 
 def browser_of(pid: int) -> tuple[str, str]:
     """§2.8 step 2 for the process ``pid`` (the one-shot host): its ancestors' browser."""
-    found: list[ProcessInfo] = []
-    try:
-        proc: psutil.Process | None = psutil.Process(pid).parent()
-        while proc is not None and len(found) < MAX_ANCESTORS:
-            try:
-                name = proc.name()
-            except psutil.Error:
-                name = ""
-            try:
-                exe = proc.exe()
-            except psutil.Error:
-                exe = ""
-            found.append(ProcessInfo(name, exe))
-            proc = proc.parent()
-    except psutil.Error:
-        pass
-    return choose_browser(found)
+    return choose_browser(ancestors(MAX_ANCESTORS, pid))
 
 
 @attrs.define(eq=False)
