@@ -512,11 +512,15 @@ class HttpConnection:
         server, track = self.server, self.track
         track.deadline = trio.current_time() + HEAD_SECONDS
         server.begin_wait(track)
-        stream = FirstSendWatch(
-            trio.SocketStream(trio.socket.from_stdlib_socket(self.sock)),
-            lambda: server.end_wait(track),
+        # A plain SocketStream: the WebSocket's fast paths (recv_into one buffer, sendmsg
+        # vectors) need its socket; the first send is reported by the WebSocket itself.
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
+        ws = WebSocket(
+            stream,
+            bytes(trailing),
+            self.server.max_ws_message,
+            on_first_send=lambda: server.end_wait(track),
         )
-        ws = WebSocket(stream, bytes(trailing), self.server.max_ws_message)
         with trio.CancelScope() as scope:
             self.track.websocket = scope
             if self.server.stopping:
@@ -525,29 +529,6 @@ class HttpConnection:
                 await control_ws.serve_session(ws, self.server.state)
             else:
                 await mux.serve_session(ws, self.server.state)
-
-
-class FirstSendWatch(trio.abc.Stream):
-    """A stream that calls ``on_first_send`` before its first write, then just forwards."""
-
-    def __init__(self, inner: trio.SocketStream, on_first_send: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_first_send: Callable[[], None] | None = on_first_send
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._on_first_send is not None:
-            notify, self._on_first_send = self._on_first_send, None
-            notify()
-        await self._inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def send_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -37,8 +38,18 @@ CLOSE_WAIT_SECONDS = 1.0
 
 
 class WebSocket:
-    def __init__(self, stream: trio.abc.Stream, trailing_data: bytes, max_message: int) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        trailing_data: bytes,
+        max_message: int,
+        *,
+        on_first_send: Callable[[], None] | None = None,
+    ) -> None:
         self._stream = stream
+        # Called once, before the first frame goes out (the server's "this session has
+        # spoken" mark: before it an /io session is a droppable waiting connection).
+        self._on_first_send = on_first_send
         self._parser = wsframes.FrameParser(max_message)
         self._received: deque[bytes | str] = deque()
         self._trailing = trailing_data
@@ -124,6 +135,8 @@ class WebSocket:
         """
         if self._closed or self._close_sent:
             return
+        if self._on_first_send is not None:
+            self._first_send()
         pieces = wsframes.encode_binary(messages)
         total = sum(map(len, messages))
         if (
@@ -160,7 +173,14 @@ class WebSocket:
             self._close_sent = True
             await self._send_raw(wsframes.encode_close(code))
 
+    def _first_send(self) -> None:
+        notify, self._on_first_send = self._on_first_send, None
+        if notify is not None:
+            notify()
+
     async def _send_raw(self, data: bytes) -> None:
+        if self._on_first_send is not None:
+            self._first_send()
         async with self._send_lock:
             try:
                 await self._stream.send_all(data)
