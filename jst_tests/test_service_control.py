@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -310,3 +311,28 @@ def test_control_without_auth_is_closed_after_the_auth_timeout(service: dict[str
     """HELLO answered, then silence: dropped like an /io session (not held forever)."""
     with _control_after_hello(int(service["port"])) as sock:
         assert _closed_within(sock, 30.0) is not None
+
+
+def test_a_bad_line_on_the_daemon_channel_does_not_bring_the_service_down(
+    env: ServiceEnv, service: dict[str, Any]
+) -> None:
+    """A channel's protocol error (a line that is not JSON, or nested too deeply for
+    json.loads) ends that channel only. It used to escape ``Peer.run`` inside trio's
+    exception group and end the whole service, daemons included."""
+    (daemon,) = env.daemons()
+    link = next(a for a in daemon.cmdline() if a.startswith("unix:")).removeprefix("unix:")
+    deep = b"[" * 20_000 + b"]" * 20_000
+    for line in (b"garbage", deep):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(link)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(line + b"\n")
+                assert sock.recv(4096) == b""  # this channel is closed, only this one
+    with socket.socket(socket.AF_UNIX) as sock:  # service.sock: an error reply
+        sock.settimeout(5)
+        sock.connect(str(env.socket))
+        sock.sendall(deep + b"\n")
+        assert "error" in json.loads(sock.makefile("rb").readline())
+    assert env.status().get("pid"), "the service is gone"
+    assert daemon.is_running()
