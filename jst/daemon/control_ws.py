@@ -281,7 +281,7 @@ async def open_path(_req: Request, ctx: Context, _param: str) -> Response:
     body = await ctx.read_body(MAX_BODY)
     try:
         obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise HttpError(f"Malformed JSON body: {exc}", status=400) from exc
     if (
         not isinstance(obj, dict)
