@@ -29,7 +29,7 @@ A body, or a response the client does not read, may stall ``STALL_SECONDS`` at a
 A refused request's body is never waited for: the answer says ``connection: close``, the
 write side is shut, and whatever arrives within ``LINGER_SECONDS`` is discarded (so the
 client reads the answer instead of a reset), then the socket is closed. An ``/io``
-session that has not spoken yet (before its AUTH answer) is a waiting connection too.
+session is a waiting connection too until its AUTH succeeds.
 """
 
 from __future__ import annotations
@@ -507,16 +507,15 @@ class HttpConnection:
         )
         await self.send_all(data)
         trailing, _closed = conn.trailing_data
-        # Until the session first speaks (its AUTH answer) it is an anonymous waiting
-        # connection like any other: droppable, and dropped after HEAD_SECONDS.
+        # Until AUTH succeeds the session is an anonymous waiting connection like any
+        # other: droppable, and dropped after HEAD_SECONDS (its SERVER_HELLO, or a pong,
+        # does not end the wait: mux.authenticate calls ``on_authenticated``).
         server, track = self.server, self.track
         track.deadline = trio.current_time() + HEAD_SECONDS
         server.begin_wait(track)
-        stream = FirstSendWatch(
-            trio.SocketStream(trio.socket.from_stdlib_socket(self.sock)),
-            lambda: server.end_wait(track),
-        )
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
         ws = WebSocket(stream, bytes(trailing), self.server.max_ws_message)
+        ws.on_authenticated = lambda: server.end_wait(track)
         with trio.CancelScope() as scope:
             self.track.websocket = scope
             if self.server.stopping:
@@ -525,29 +524,6 @@ class HttpConnection:
                 await control_ws.serve_session(ws, self.server.state)
             else:
                 await mux.serve_session(ws, self.server.state)
-
-
-class FirstSendWatch(trio.abc.Stream):
-    """A stream that calls ``on_first_send`` before its first write, then just forwards."""
-
-    def __init__(self, inner: trio.SocketStream, on_first_send: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_first_send: Callable[[], None] | None = on_first_send
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._on_first_send is not None:
-            notify, self._on_first_send = self._on_first_send, None
-            notify()
-        await self._inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def send_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -49,6 +50,9 @@ class WebSocket:
         # 256 KiB object per read cost page faults (mmap) that were a tenth of upload CPU.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._buffer = bytearray(RECEIVE_SIZE) if self._socket is not None else None
+        # Called once by mux.authenticate when AUTH succeeds (the server stops treating
+        # the connection as an anonymous waiting one).
+        self.on_authenticated: Callable[[], None] | None = None
 
     @property
     def closed(self) -> bool:
