@@ -186,3 +186,49 @@ def test_a_daemon_waiting_for_its_first_config_ends_cleanly(tmp_path: Path, endi
             proc.kill()
         proc.wait()
         listener.close()
+
+
+def test_an_invalid_message_after_the_first_config_ends_the_daemon_cleanly(
+    tmp_path: Path,
+) -> None:
+    """Logged and shut down like a closed channel, not a crash with a traceback (the
+    error used to reach ``run_host_link`` inside trio's exception group, uncaught)."""
+    env = DaemonEnv(tmp_path)
+    env.root.mkdir(parents=True)
+    path = str(tmp_path / "ctl")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(10)
+    proc = subprocess.Popen(
+        [*DAEMON, "--install-id", "", "--host-control", f"unix:{path}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env.environ(JST_IO_DAEMON_TOKEN=env.token),
+    )
+    try:
+        channel, _ = listener.accept()
+        channel.settimeout(10)
+        decoder = control.LineDecoder()
+        messages: list[control.Message] = []
+        while len(messages) < 2:
+            if (message := decoder.next_message()) is None:
+                decoder.receive_data(channel.recv(4096))
+                continue
+            messages.append(message)  # Ready, then Applied
+            if len(messages) == 1:
+                channel.sendall(control.encode(control.Config(1, None, {"ab" * 8: "/x"})))
+        assert messages[1] == control.Applied(1)
+        channel.sendall(b"not json\n")
+        assert proc.wait(10) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert b"host sent an invalid control message" in err
+        assert b"Traceback" not in err
+        channel.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        listener.close()

@@ -653,3 +653,14 @@ async def test_large_bodies_in_a_row_on_one_connection_stay_distinct(
         assert reply.body == hashlib.sha1(body).digest()
     for i, body in enumerate(bodies):
         assert (daemon.env.root / f"piece{i}").read_bytes() == body
+
+
+async def test_a_json_body_nested_too_deeply_is_400_not_a_500(
+    client: HttpClient, daemon: RunningDaemon
+) -> None:
+    """json.loads raises RecursionError (not a ValueError) on deep nesting."""
+    body = b"[" * 200_000 + b"]" * 200_000
+    for route in ("/ops/delete", "/files/ensure_dir"):
+        reply = await client.request("POST", route, json_headers(daemon), body)
+        assert reply.status == 400, (route, reply.status)
+        assert reply.body.startswith(b"Failed to parse the request body as JSON")

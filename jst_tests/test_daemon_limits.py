@@ -312,6 +312,34 @@ def test_1100_stalled_connections_do_not_starve_authorized_clients(
                 sock.close()
 
 
+def test_1100_sessions_that_said_hello_but_not_auth_do_not_starve_authorized_clients(
+    daemon_env: DaemonEnv, many_fds: None
+) -> None:
+    """A session stays a droppable waiting connection until AUTH succeeds: its SERVER_HELLO
+    (or a pong) used to end the wait, and then nothing could drop it for AUTH_TIMEOUT."""
+    with limited_daemon(daemon_env, 1024, 1024) as daemon:
+        port = daemon.port
+        said_hello = upgrade_head(port) + ws_message(frame(HELLO, 1))
+        stalled: list[socket.socket] = []
+        try:
+            for _ in range(STALLED):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                stalled.append(sock)
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(("127.0.0.1", port))
+                ready(sock, select.POLLOUT, 5)
+                with contextlib.suppress(OSError):
+                    sock.send(said_hello)
+            reply = http_get(port, "/health", f"127.0.0.1:{port}", timeout=ANSWER_WITHIN)
+            assert reply.startswith(b"HTTP/1.1 200 ")
+            authenticated_io(port, daemon.env.token).close()
+            assert daemon.proc.poll() is None
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
 def test_a_head_in_pieces_and_pipelined_heads_are_served(daemon: RunningDaemon) -> None:
     request = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nX-A: b\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:

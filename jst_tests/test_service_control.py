@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +20,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from jst_tests.httpclient import HttpClient
-from jst_tests.ioclient import AUTH, AUTH_RESULT, ERROR, HELLO, SERVER_HELLO, IoClient
+from jst_tests.ioclient import AUTH, AUTH_RESULT, ERROR, HELLO, SERVER_HELLO, IoClient, frame
 from jst_tests.serviceproc import ServiceEnv, oneshot, running_service, write_profile
 
 ROOTS_CHANGED, EVENT, OPEN_PICKER = 0xE0, 0xE1, 0xE2
@@ -256,3 +259,80 @@ async def test_cors_follows_the_calling_extension(service: dict[str, Any]) -> No
         reply = await client.request("GET", "/health", [("Origin", origin)])
     assert reply.status == 200
     assert reply.header("access-control-allow-origin") == origin
+
+
+# --- /control before AUTH: the same bounds as /io (issue 12) ------------------------------
+
+
+def _control_after_hello(port: int) -> socket.socket:
+    """A raw /control WebSocket that has said HELLO (answered) and nothing else."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(
+        f"GET /control HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+    hello = frame(HELLO, 1)
+    sock.sendall(bytes([0x82, 0x80 | len(hello)]) + b"\0\0\0\0" + hello)
+    assert sock.recv(4096)[2:] == frame(SERVER_HELLO, 1)
+    return sock
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """What the daemon sent before closing ``sock`` within ``seconds``; None if it did not."""
+    got = b""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return got
+        if not data:
+            return got
+        got += data
+    return None
+
+
+def test_control_refuses_a_large_message_before_auth(service: dict[str, Any]) -> None:
+    """A client without the token cannot make the daemon buffer a 64 MiB message."""
+    with _control_after_hello(int(service["port"])) as sock:
+        # The header of a 32 MiB binary message, and a first piece of it.
+        sock.sendall(b"\x82\xff" + (32 << 20).to_bytes(8, "big") + b"\0\0\0\0" + b"x" * 4096)
+        got = _closed_within(sock, 10.0)
+        assert got is not None, "the daemon waited for the rest of a 32 MiB pre-AUTH message"
+        assert got[:4] == b"\x88\x02\x03\xf1"  # Close 1009
+
+
+def test_control_without_auth_is_closed_after_the_auth_timeout(service: dict[str, Any]) -> None:
+    """HELLO answered, then silence: dropped like an /io session (not held forever)."""
+    with _control_after_hello(int(service["port"])) as sock:
+        assert _closed_within(sock, 30.0) is not None
+
+
+def test_a_bad_line_on_the_daemon_channel_does_not_bring_the_service_down(
+    env: ServiceEnv, service: dict[str, Any]
+) -> None:
+    """A channel's protocol error (a line that is not JSON, or nested too deeply for
+    json.loads) ends that channel only. It used to escape ``Peer.run`` inside trio's
+    exception group and end the whole service, daemons included."""
+    (daemon,) = env.daemons()
+    link = next(a for a in daemon.cmdline() if a.startswith("unix:")).removeprefix("unix:")
+    deep = b"[" * 20_000 + b"]" * 20_000
+    for line in (b"garbage", deep):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(link)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(line + b"\n")
+                assert sock.recv(4096) == b""  # this channel is closed, only this one
+    with socket.socket(socket.AF_UNIX) as sock:  # service.sock: an error reply
+        sock.settimeout(5)
+        sock.connect(str(env.socket))
+        sock.sendall(deep + b"\n")
+        assert "error" in json.loads(sock.makefile("rb").readline())
+    assert env.status().get("pid"), "the service is gone"
+    assert daemon.is_running()

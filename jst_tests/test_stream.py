@@ -127,6 +127,21 @@ async def test_content_type_and_empty_file(daemon: RunningDaemon, io: IoClient) 
         assert (await http.request("GET", opened.url_path, [("Range", "bytes=0-")])).status == 416
 
 
+async def test_a_content_type_with_outer_whitespace_is_refused_at_open(
+    daemon: RunningDaemon, io: IoClient
+) -> None:
+    """h11 cannot send such a header value: every GET used to end in a logged traceback
+    and a closed connection with no answer, for as long as the stream lived."""
+    put_file(daemon, "ws.bin", b"x" * 10)
+    for sid, bad in enumerate((" video/mp4", "video/mp4\t", "\t"), start=1):
+        opened = await open_stream(io, sid, "ws.bin", 10, [(0, 10)], content_type=bad)
+        assert opened.status != 0, bad
+    opened = await open_stream(io, 9, "ws.bin", 10, [(0, 10)], content_type="a  b")
+    async with HttpClient(daemon.port) as http:
+        reply = await http.request("GET", opened.url_path)
+        assert (reply.status, reply.header("content-type")) == (200, "a  b")
+
+
 async def test_blocked_reader_wakes_on_stream_have_and_gets_exactly_the_file(
     daemon: RunningDaemon, io: IoClient
 ) -> None:

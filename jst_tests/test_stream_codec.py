@@ -57,6 +57,8 @@ def test_stream_open_parses_every_field() -> None:
         {"root_key": "k", "path": "x", "length": 10, "content_type": "a\r\nx-evil: 1"},
         {"root_key": "k", "path": "x", "length": 10, "content_type": ""},
         {"root_key": "k", "path": "x", "length": 10, "content_type": "é"},
+        {"root_key": "k", "path": "x", "length": 10, "content_type": " video/mp4"},
+        {"root_key": "k", "path": "x", "length": 10, "content_type": "video/mp4\t"},
         [1, 2],
         "text",
     ],

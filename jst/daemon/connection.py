@@ -29,7 +29,7 @@ A body, or a response the client does not read, may stall ``STALL_SECONDS`` at a
 A refused request's body is never waited for: the answer says ``connection: close``, the
 write side is shut, and whatever arrives within ``LINGER_SECONDS`` is discarded (so the
 client reads the answer instead of a reset), then the socket is closed. An ``/io``
-session that has not spoken yet (before its AUTH answer) is a waiting connection too.
+session is a waiting connection too until its AUTH succeeds.
 """
 
 from __future__ import annotations
@@ -507,20 +507,15 @@ class HttpConnection:
         )
         await self.send_all(data)
         trailing, _closed = conn.trailing_data
-        # Until the session first speaks (its AUTH answer) it is an anonymous waiting
-        # connection like any other: droppable, and dropped after HEAD_SECONDS.
+        # Until AUTH succeeds the session is an anonymous waiting connection like any
+        # other: droppable, and dropped after HEAD_SECONDS (its SERVER_HELLO, or a pong,
+        # does not end the wait: mux.authenticate calls ``on_authenticated``).
         server, track = self.server, self.track
         track.deadline = trio.current_time() + HEAD_SECONDS
         server.begin_wait(track)
-        # A plain SocketStream: the WebSocket's fast paths (recv_into one buffer, sendmsg
-        # vectors) need its socket; the first send is reported by the WebSocket itself.
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
-        ws = WebSocket(
-            stream,
-            bytes(trailing),
-            self.server.max_ws_message,
-            on_first_send=lambda: server.end_wait(track),
-        )
+        ws = WebSocket(stream, bytes(trailing), self.server.max_ws_message)
+        ws.on_authenticated = lambda: server.end_wait(track)
         with trio.CancelScope() as scope:
             self.track.websocket = scope
             if self.server.stopping:

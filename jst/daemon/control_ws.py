@@ -45,7 +45,7 @@ from jst.daemon.errors import HttpError, NotFound
 from jst.daemon.http import Request, Response, json_response, text
 from jst.daemon.routes import Context
 from jst.daemon.state import DaemonState
-from jst.daemon.websocket import WebSocket
+from jst.daemon.websocket import CLOSE_WAIT_SECONDS, WebSocket
 from jst.service.channel import ChannelError, Peer, Reply
 
 log = logging.getLogger("jst.daemon.control")
@@ -192,8 +192,20 @@ async def _write_loop(
 async def serve_session(ws: WebSocket, state: DaemonState) -> None:
     """One ``/control`` WebSocket from the ``101`` to its close."""
     link = LINK
-    if link is None or not await mux.authenticate(ws, state.token):
+    if link is None:
         return
+    # Before AUTH, the bounds of /io (issue 12): small messages, AUTH_TIMEOUT to say it.
+    max_message = ws.max_message
+    ws.max_message = min(max_message, mux.PRE_AUTH_MAX_MESSAGE)
+    authenticated = False
+    with trio.move_on_after(mux.AUTH_TIMEOUT):
+        authenticated = await mux.authenticate(ws, state.token)
+    if not authenticated:
+        if not ws.closed:  # the timeout
+            with trio.move_on_after(CLOSE_WAIT_SECONDS):
+                await ws.close(mux.CLOSE_POLICY_VIOLATION)
+        return
+    ws.max_message = max_message
     send, receive = trio.open_memory_channel[bytes](CLIENT_QUEUE)
     async with trio.open_nursery() as nursery:
         client = ControlClient(send, nursery.cancel_scope)
@@ -269,7 +281,7 @@ async def open_path(_req: Request, ctx: Context, _param: str) -> Response:
     body = await ctx.read_body(MAX_BODY)
     try:
         obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise HttpError(f"Malformed JSON body: {exc}", status=400) from exc
     if (
         not isinstance(obj, dict)

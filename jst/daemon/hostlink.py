@@ -160,10 +160,11 @@ async def run_host_link(
             nursery.start_soon(announce_stop)
             await _apply_configs(channel, state)
             nursery.cancel_scope.cancel()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        log.info("host control channel broke: %s", exc)
-    except control.ControlError as exc:
-        log.error("host sent an invalid control message: %s", exc)
+    # except*: raised inside the nursery, these reach us wrapped in an exception group
+    except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+        log.info("host control channel broke: %s", group.exceptions[0])
+    except* control.ControlError as group:
+        log.error("host sent an invalid control message: %s", group.exceptions[0])
     finally:
         await trio.aclose_forcefully(channel.stream)
 

@@ -240,7 +240,7 @@ def json_object_body(req: Request, body: bytes) -> dict[str, Any]:
         raise UnsupportedMediaType("Expected request with `Content-Type: application/json`")
     try:
         value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # Recursion: nested deep
         raise BadRequest(f"Failed to parse the request body as JSON: {exc}") from None
     if not isinstance(value, dict):
         raise Unprocessable("Failed to deserialize the JSON body into the target type")

@@ -245,6 +245,8 @@ async def authenticate(ws: WebSocket, token: bytes) -> bool:
             await ws.close(code)
             return False
         if step.authenticated:
+            if ws.on_authenticated is not None:
+                ws.on_authenticated()
             return True
 
 

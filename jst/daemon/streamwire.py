@@ -139,6 +139,7 @@ def _parse_open(payload: bytes) -> StreamOpen | OpenRefused | None:
         isinstance(content_type, str)
         and 0 < len(content_type) <= MAX_CONTENT_TYPE
         and is_visible_ascii(content_type.encode("utf-8"))
+        and content_type == content_type.strip(" \t")  # no header value has outer blanks
     ):
         return refuse("invalid field `content_type`")
     return StreamOpen(stream_id, root_key, path, length, tuple(have), content_type)

@@ -43,13 +43,8 @@ class WebSocket:
         stream: trio.abc.Stream,
         trailing_data: bytes,
         max_message: int,
-        *,
-        on_first_send: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
-        # Called once, before the first frame goes out (the server's "this session has
-        # spoken" mark: before it an /io session is a droppable waiting connection).
-        self._on_first_send = on_first_send
         self._parser = wsframes.FrameParser(max_message)
         self._received: deque[bytes | str] = deque()
         self._trailing = trailing_data
@@ -60,6 +55,9 @@ class WebSocket:
         # 256 KiB object per read cost page faults (mmap) that were a tenth of upload CPU.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._buffer = bytearray(RECEIVE_SIZE) if self._socket is not None else None
+        # Called once by mux.authenticate when AUTH succeeds (the server stops treating
+        # the connection as an anonymous waiting one).
+        self.on_authenticated: Callable[[], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -135,8 +133,6 @@ class WebSocket:
         """
         if self._closed or self._close_sent:
             return
-        if self._on_first_send is not None:
-            self._first_send()
         pieces = wsframes.encode_binary(messages)
         total = sum(map(len, messages))
         if (
@@ -173,14 +169,7 @@ class WebSocket:
             self._close_sent = True
             await self._send_raw(wsframes.encode_close(code))
 
-    def _first_send(self) -> None:
-        notify, self._on_first_send = self._on_first_send, None
-        if notify is not None:
-            notify()
-
     async def _send_raw(self, data: bytes) -> None:
-        if self._on_first_send is not None:
-            self._first_send()
         async with self._send_lock:
             try:
                 await self._stream.send_all(data)

@@ -49,7 +49,7 @@ def encode(message: dict[str, Any]) -> bytes:
 def decode(line: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ChannelError(f"not a JSON line: {exc}") from exc
     if not isinstance(obj, dict) or obj.get("v") != VERSION:
         raise ChannelError("not a version-1 message object")
@@ -142,8 +142,8 @@ class Peer:
                         continue
                     await self._dispatch(message, nursery)
                 nursery.cancel_scope.cancel()
-        except ChannelError as exc:
-            log.warning("service channel: %s", exc)
+        except* ChannelError as group:  # raised in the nursery: trio wraps it in a group
+            log.warning("service channel: %s", group.exceptions[0])
         finally:
             self.closed.set()
             for done, _box in self._waiting.values():

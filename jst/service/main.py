@@ -253,7 +253,7 @@ class Service:
     async def handle_request(self, line: bytes) -> dict[str, Any]:
         try:
             message = json.loads(line) if len(line) <= MAX_REQUEST else None
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             message = None
         if not isinstance(message, dict):
             return {"error": "Malformed request: expected one JSON object"}
