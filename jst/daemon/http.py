@@ -189,6 +189,16 @@ def needs_auth(req: Request) -> bool:
     return req.method != "OPTIONS" and req.raw_path not in (b"/health", b"/io")
 
 
+# /stream/<token> (STREAMING.md) is served by streamhttp.py; the test lives here so that
+# telling it apart costs no import of the streaming modules until a stream is asked for.
+STREAM_PREFIX = b"/stream/"
+
+
+def is_stream_request(req: Request) -> bool:
+    """Served by streamhttp.py instead of routes.py (OPTIONS stays a preflight there)."""
+    return req.method != "OPTIONS" and req.raw_path.startswith(STREAM_PREFIX)
+
+
 @attrs.frozen
 class CorsPolicy:
     """Which ``Origin`` values get ``Access-Control-Allow-Origin`` (§5.4, §9.16).

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 
-from jst.daemon import fastfile, fileops, streams
+from jst.daemon import fastfile, fileops
 from jst.daemon.errors import HttpError, MethodNotAllowed, NotFound, Unauthorized
 from jst.daemon.http import (
     FILE_BODY_LIMIT,
@@ -78,7 +79,12 @@ async def write(req: Request, ctx: Context, root_key: str) -> Response:
     target = ctx.state.target(root_key, rel)
     expected = ascii_header(req, b"x-expected-sha1", "X-Expected-SHA1")
     await fastfile.write_at(target, body, offset, expected)
-    streams.on_verified_write(ctx.state, target, offset, len(body), expected)
+    if expected is not None and body:
+        # Streams (streams.py) are open only once that module is loaded: a /stream or
+        # /io session loads it; until then no reader can be waiting for this range.
+        streams = sys.modules.get("jst.daemon.streams")
+        if streams is not None:
+            streams.on_verified_write(ctx.state, target, offset, len(body), expected)
     return Response()
 
 

@@ -63,6 +63,7 @@ class DaemonState:
     roots: dict[str, str] = attrs.field(factory=dict)  # root key -> folder
     extension_id: str | None = None
     stats: Stats = attrs.field(factory=Stats)
+    port: int = 0  # the listening port, set by server.serve (streams.py builds URLs with it)
 
     def load_config(self) -> None:
         """Replace roots and extension id from disk; raise ``ConfigLoadError`` (no change)."""
