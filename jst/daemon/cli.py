@@ -238,7 +238,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
             log.warning("starting without download roots: %s", exc)
     else:
         # The server's modules too, now: once the config arrives we serve at once.
-        import jst.daemon.server  # noqa: F401
+        import jst.daemon.server
+
+        if args.service_link is not None:
+            import jst.daemon.control_ws  # noqa: F401  (service mode's routes, see main.py)
         from jst.daemon.hostlink import HostLinkLost, await_first_config
 
         try:
