@@ -43,7 +43,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import attrs
-import h11
 import trio
 
 from jst.daemon.errors import Forbidden, HttpError, MethodNotAllowed, PayloadTooLarge
@@ -68,6 +67,8 @@ from jst.daemon.http1 import (
 from jst.daemon.routes import Context, dispatch
 
 if TYPE_CHECKING:
+    import h11
+
     from jst.daemon.server import Server
     from jst.daemon.state import DaemonState
 
@@ -361,6 +362,8 @@ class HttpConnection:
     # --- h11, for every request the fast path does not recognise ------------------------
 
     async def serve_with_h11(self, head: bytes) -> bool:
+        if not _h11_loaded:
+            _load_h11()  # every other use of h11 in this module is reached from here
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         conn.receive_data(head + self.buf)
         self.buf = b""
@@ -582,6 +585,18 @@ def is_control_upgrade(req: Request) -> bool:
     ``control_ws.enable``, so while that module is not even loaded this is False."""
     control_ws = sys.modules.get("jst.daemon.control_ws")
     return control_ws is not None and bool(control_ws.is_control_upgrade(req))
+
+
+# h11 (~10 ms to import) serves only what the fast path does not: upgrades, /stream,
+# unusual heads. Loaded by the first such request instead of at start (issue 17).
+_h11_loaded = False
+
+
+def _load_h11() -> None:
+    global h11, _h11_loaded
+    import h11
+
+    _h11_loaded = True
 
 
 # /stream's server (streamhttp.py, with streams.py and the stream wire format): loaded by

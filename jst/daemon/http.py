@@ -33,9 +33,9 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import attrs
 
 from jst.daemon.errors import BadRequest, Unprocessable, UnsupportedMediaType
-from jst.rpcinfo import U64_MAX
 
 MIB = 1024 * 1024
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF  # as jst.rpcinfo's, which the daemon need not import
 # §5.5: the file, hash and ops routes accept 64 MiB bodies (a torrent piece is at most
 # 16 MiB, so this is generous); every other route reads no body at all.
 FILE_BODY_LIMIT = 64 * MIB
