@@ -18,16 +18,20 @@ Design notes
   ``MAX_DEPTH`` (a real file is 4 levels deep; 5,000 levels exhaust the parser's
   recursion) or that holds a lone surrogate (``"\\ud800"``, which no UTF-8 writer can
   emit) is an ``RpcInfoError`` like any other unparsable file, never a crash.
+* cattrs (~20 ms to import and to build the hooks) is loaded by the first parse or dump,
+  not by ``import jst.rpcinfo``: a daemon under a host gets its config over the control
+  channel and never parses the file, yet imports this module for its types (issue 17).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+if TYPE_CHECKING:
+    import cattrs
 
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
@@ -112,8 +116,6 @@ _PROFILE_KEY_ORDER = (
     "download_roots",
 )
 
-_converter = cattrs.Converter()
-
 
 def _strict_str(value: Any, _type: Any) -> str:
     if not isinstance(value, str):
@@ -133,16 +135,35 @@ def _strict_bool(value: Any, _type: Any) -> bool:
     return value
 
 
-_converter.register_structure_hook(str, _strict_str)
-_converter.register_structure_hook(int, _strict_int)
-_converter.register_structure_hook(bool, _strict_bool)
+_converter_cache: list[cattrs.Converter] = []
 
 
-def _register_with_extras(cls: type[Any], *omitted: str) -> None:
+def _converter() -> cattrs.Converter:
+    """The one converter, built on first use (see the module notes)."""
+    if not _converter_cache:
+        _converter_cache.append(_build_converter())
+    return _converter_cache[0]
+
+
+def _build_converter() -> cattrs.Converter:
+    import cattrs
+
+    converter = cattrs.Converter()
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(bool, _strict_bool)
+    _register_with_extras(converter, DownloadRoot)
+    _register_with_extras(converter, Browser)
+    return converter
+
+
+def _register_with_extras(converter: cattrs.Converter, cls: type[Any], *omitted: str) -> None:
     """Structure ``cls`` from a dict, keeping unknown keys in its ``extra`` field."""
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
     omit = {name: override(omit=True) for name in ("extra", *omitted)}
-    structure = make_dict_structure_fn(cls, _converter, **omit)  # type: ignore[arg-type]
-    unstructure = make_dict_unstructure_fn(cls, _converter, **omit)  # type: ignore[arg-type]
+    structure = make_dict_structure_fn(cls, converter, **omit)  # type: ignore[arg-type]
+    unstructure = make_dict_unstructure_fn(cls, converter, **omit)  # type: ignore[arg-type]
     known = {a.name for a in attrs.fields(cls)}
 
     def structure_hook(value: Any, _type: Any) -> Any:
@@ -158,32 +179,39 @@ def _register_with_extras(cls: type[Any], *omitted: str) -> None:
             out.setdefault(k, v)
         return out
 
-    _converter.register_structure_hook(cls, structure_hook)
-    _converter.register_unstructure_hook(cls, unstructure_hook)
+    converter.register_structure_hook(cls, structure_hook)
+    converter.register_unstructure_hook(cls, unstructure_hook)
 
 
-_register_with_extras(DownloadRoot)
-_register_with_extras(Browser)
+def _structure_errors() -> tuple[type[Exception], ...]:
+    """What a structure call raises for data that does not fit (cattrs loaded by now)."""
+    from cattrs import BaseValidationError
+
+    return (BaseValidationError, TypeError, ValueError, KeyError)
 
 
-def _structure_roots(raw: Any) -> tuple[list[DownloadRoot], list[Any]]:
+def _structure_roots(
+    raw: Any, converter: cattrs.Converter, errors: tuple[type[Exception], ...]
+) -> tuple[list[DownloadRoot], list[Any]]:
     if not isinstance(raw, list):
         raise TypeError("download_roots must be an array")
     roots: list[DownloadRoot] = []
     unparsed: list[Any] = []
     for item in raw:
         try:
-            roots.append(_converter.structure(item, DownloadRoot))
-        except (cattrs.BaseValidationError, TypeError, ValueError, KeyError):
+            roots.append(converter.structure(item, DownloadRoot))
+        except errors:
             unparsed.append(item)
     return roots, unparsed
 
 
-def _structure_profile(value: Any) -> Profile:
+def _structure_profile(
+    value: Any, converter: cattrs.Converter, errors: tuple[type[Exception], ...]
+) -> Profile:
     if not isinstance(value, dict):
         raise TypeError("a profile must be an object")
-    roots, unparsed_roots = _structure_roots(value.get("download_roots"))
-    browser = _converter.structure(value.get("browser"), Browser)
+    roots, unparsed_roots = _structure_roots(value.get("download_roots"), converter, errors)
+    browser = converter.structure(value.get("browser"), Browser)
     return Profile(
         pid=_strict_int(value["pid"], int),
         port=_strict_int(value["port"], int),
@@ -254,15 +282,16 @@ def parse_rpc_info(data: bytes) -> RpcInfo:
         version=version,
         extra={k: v for k, v in doc.items() if k not in ("version", "profiles")},
     )
+    converter, errors = _converter(), _structure_errors()
     for raw in raw_profiles:
         try:
-            info.profiles.append(_structure_profile(raw))
-        except (cattrs.BaseValidationError, TypeError, ValueError, KeyError):
+            info.profiles.append(_structure_profile(raw, converter, errors))
+        except errors:
             info.unparsed_profiles.append(raw)
     return info
 
 
-def _unstructure_profile(profile: Profile) -> dict[str, Any]:
+def _unstructure_profile(profile: Profile, converter: cattrs.Converter) -> dict[str, Any]:
     out: dict[str, Any] = {
         "extension_id": profile.extension_id,
         "install_id": profile.install_id,
@@ -271,8 +300,8 @@ def _unstructure_profile(profile: Profile) -> dict[str, Any]:
         "token": profile.token,
         "started": profile.started,
         "last_used": profile.last_used,
-        "browser": _converter.unstructure(profile.browser),
-        "download_roots": [_converter.unstructure(r) for r in profile.download_roots]
+        "browser": converter.unstructure(profile.browser),
+        "download_roots": [converter.unstructure(r) for r in profile.download_roots]
         + list(profile.unparsed_roots),
     }
     for k, v in profile.extra.items():
@@ -282,9 +311,11 @@ def _unstructure_profile(profile: Profile) -> dict[str, Any]:
 
 def dump_rpc_info(info: RpcInfo) -> bytes:
     """Serialize compactly, in the original's key order, keeping unknown data."""
+    converter = _converter()
     doc: dict[str, Any] = {
         "version": info.version,
-        "profiles": [_unstructure_profile(p) for p in info.profiles] + list(info.unparsed_profiles),
+        "profiles": [_unstructure_profile(p, converter) for p in info.profiles]
+        + list(info.unparsed_profiles),
     }
     for k, v in info.extra.items():
         doc.setdefault(k, v)

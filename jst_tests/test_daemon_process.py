@@ -200,6 +200,41 @@ async def test_log_file_is_written_in_the_config_dir(daemon_env: DaemonEnv) -> N
     assert "listening on 127.0.0.1" in log.read_text()
 
 
+# Loaded by the first /io or /control session, /stream request or file request, never
+# before the first /health answer, which a cold start waits for (issue 17).
+LOADED_ON_FIRST_USE = (
+    "wsproto",
+    "h11",
+    "jst.daemon.mux",
+    "jst.daemon.iotcp",
+    "jst.daemon.streams",
+    "jst.daemon.streamhttp",
+    "jst.daemon.control_ws",
+    "jst.daemon.websocket",
+    "jst.daemon.fileops",
+    "jst.daemon.fastfile",
+)
+
+
+async def test_the_first_health_answer_loads_no_session_stream_or_file_module(
+    daemon_env: DaemonEnv,
+) -> None:
+    importtime = [sys.executable, "-X", "importtime", "-m", "jst.daemon.cli"]
+    proc = spawn(daemon_env, command=importtime)
+    try:
+        port = read_port_line(proc)
+        async with HttpClient(port) as client:
+            assert (await client.request("GET", "/health")).status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        trace = proc.stderr.read().decode("utf-8", "replace")  # EOF: the daemon has exited
+    finally:
+        stop(proc)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in trace.splitlines() if "|" in line}
+    assert "trio" in imported  # the trace is real
+    assert sorted(imported.intersection(LOADED_ON_FIRST_USE)) == []
+
+
 def test_unwritable_log_dir_is_not_fatal(tmp_path: Path) -> None:
     env = DaemonEnv(tmp_path)
     env.config_dir.mkdir()

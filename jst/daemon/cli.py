@@ -25,6 +25,7 @@ profile, so that our imports run while it does its own work.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import socket
@@ -211,6 +212,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
 
     from jst.fastimport import import_trio
 
+    # No cyclic collection while the modules load: the ~60 young and a few middle
+    # collections it would run walk nothing but fresh module objects (~20 ms of the time
+    # to the first answer, issue 17). gctune.configure_gc freezes them and turns it back on.
+    gc.disable()
     import_trio()
 
     from jst import config, logs
@@ -238,7 +243,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
             log.warning("starting without download roots: %s", exc)
     else:
         # The server's modules too, now: once the config arrives we serve at once.
-        import jst.daemon.server  # noqa: F401
+        import jst.daemon.server
+
+        if args.service_link is not None:
+            import jst.daemon.control_ws  # noqa: F401  (service mode's routes, see main.py)
         from jst.daemon.hostlink import HostLinkLost, await_first_config
 
         try:

@@ -38,15 +38,13 @@ import contextlib
 import logging
 import math
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import attrs
-import h11
 import trio
-from wsproto.utilities import generate_accept_token
 
-from jst.daemon import control_ws, mux, streamhttp
 from jst.daemon.errors import Forbidden, HttpError, MethodNotAllowed, PayloadTooLarge
 from jst.daemon.http import (
     TEXT_PLAIN,
@@ -54,6 +52,7 @@ from jst.daemon.http import (
     Response,
     allow_header,
     host_allowed,
+    is_stream_request,
     needs_auth,
     parse_u64,
 )
@@ -66,10 +65,12 @@ from jst.daemon.http1 import (
     parse_simple_head,
 )
 from jst.daemon.routes import Context, dispatch
-from jst.daemon.websocket import WebSocket
 
 if TYPE_CHECKING:
+    import h11
+
     from jst.daemon.server import Server
+    from jst.daemon.state import DaemonState
 
 log = logging.getLogger("jst.daemon.http")
 
@@ -221,7 +222,7 @@ class HttpConnection:
                     return
                 first = False
                 parsed = parse_simple_head(head) if head.endswith(b"\r\n\r\n") else None
-                if parsed is None or streamhttp.is_stream_request(parsed[0]):
+                if parsed is None or is_stream_request(parsed[0]):
                     # /stream (streamhttp.py) answers through h11 with sendfile passthrough
                     keep = await self.serve_with_h11(head)
                 else:
@@ -361,6 +362,8 @@ class HttpConnection:
     # --- h11, for every request the fast path does not recognise ------------------------
 
     async def serve_with_h11(self, head: bytes) -> bool:
+        if not _h11_loaded:
+            _load_h11()  # every other use of h11 in this module is reached from here
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         conn.receive_data(head + self.buf)
         self.buf = b""
@@ -370,10 +373,10 @@ class HttpConnection:
             if not isinstance(event, h11.Request):
                 return False
             req = request_from(event)
-            if is_io_upgrade(req) or control_ws.is_control_upgrade(req):
+            if is_io_upgrade(req) or is_control_upgrade(req):
                 await self.upgrade(req)
                 return False
-            if streamhttp.is_stream_request(req):
+            if is_stream_request(req):
                 if not await self.serve_stream(conn, req):
                     return False
             elif not await self.serve_h11_request(req):
@@ -446,7 +449,8 @@ class HttpConnection:
             await self.send_error(403, b"Invalid Host header")
             return False
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
-        if not await streamhttp.serve(self.server.state, conn, stream, req):
+        serve = _stream_serve or _load_stream_serve()
+        if not await serve(self.server.state, conn, stream, req):
             return False
         # A GET has no body, but h11 reaches DONE only once it has seen its end.
         return self._buffered_events_skip_body()
@@ -485,6 +489,12 @@ class HttpConnection:
 
     async def upgrade(self, req: Request) -> None:
         """Answer the WebSocket handshake with the exact status line (§6.1), run /io."""
+        # Imported by the first session, not at start (issue 17); once per session.
+        from wsproto.utilities import generate_accept_token
+
+        from jst.daemon import control_ws, mux
+        from jst.daemon.websocket import WebSocket
+
         if not host_allowed(req.header(b"host"), self.server.port):
             await self.send_error(403, b"Invalid Host header")
             return
@@ -544,6 +554,42 @@ def request_from(event: h11.Request) -> Request:
         query=query,
         headers=tuple((bytes(name), bytes(value)) for name, value in event.headers),
     )
+
+
+def is_control_upgrade(req: Request) -> bool:
+    """``GET /control`` upgrade in service mode. Service mode is switched on by
+    ``control_ws.enable``, so while that module is not even loaded this is False."""
+    control_ws = sys.modules.get("jst.daemon.control_ws")
+    return control_ws is not None and bool(control_ws.is_control_upgrade(req))
+
+
+# h11 (~10 ms to import) serves only what the fast path does not: upgrades, /stream,
+# unusual heads. Loaded by the first such request instead of at start (issue 17).
+_h11_loaded = False
+
+
+def _load_h11() -> None:
+    global h11, _h11_loaded
+    import h11
+
+    _h11_loaded = True
+
+
+# /stream's server (streamhttp.py, with streams.py and the stream wire format): loaded by
+# the first /stream request instead of at start (issue 17), then one global lookup.
+_stream_serve: (
+    Callable[[DaemonState, h11.Connection, trio.SocketStream, Request], Awaitable[bool]] | None
+) = None
+
+
+def _load_stream_serve() -> Callable[
+    [DaemonState, h11.Connection, trio.SocketStream, Request], Awaitable[bool]
+]:
+    global _stream_serve
+    from jst.daemon.streamhttp import serve
+
+    _stream_serve = serve
+    return serve
 
 
 def is_io_upgrade(req: Request) -> bool:

@@ -9,6 +9,8 @@ before 0.3), and it grew with the number of sockets. Three measures:
 * ``gc.freeze()`` once at start and once more when the first ``/io`` session begins
   (everything imported lazily is loaded by then): modules, classes and functions
   (≈30,000 objects) move to a permanent generation that no collection walks again.
+  Before that first freeze the collector is off (``cli.main``, issue 17): collecting
+  while modules load only walks objects that are about to be frozen anyway.
 * ``threshold0 = 10_000`` instead of 700: the hot paths allocate no reference cycles
   per frame or message (a message's objects die by reference counting and do not count),
   so young collections run only while the set of live objects grows (sockets being
@@ -36,9 +38,12 @@ _frozen_late = False
 
 
 def configure_gc() -> None:
-    """Freeze what is loaded now and raise the thresholds; call once before ``trio.run``."""
+    """Freeze what is loaded now and raise the thresholds; call once before ``trio.run``.
+
+    Also (re-)enables the collector, which ``cli.main`` turns off while it imports."""
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
+    gc.enable()
 
 
 def freeze_late_imports() -> None:

@@ -33,9 +33,9 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import attrs
 
 from jst.daemon.errors import BadRequest, Unprocessable, UnsupportedMediaType
-from jst.rpcinfo import U64_MAX
 
 MIB = 1024 * 1024
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF  # as jst.rpcinfo's, which the daemon need not import
 # §5.5: the file, hash and ops routes accept 64 MiB bodies (a torrent piece is at most
 # 16 MiB, so this is generous); every other route reads no body at all.
 FILE_BODY_LIMIT = 64 * MIB
@@ -187,6 +187,16 @@ def host_allowed(host: bytes | None, port: int) -> bool:
 
 def needs_auth(req: Request) -> bool:
     return req.method != "OPTIONS" and req.raw_path not in (b"/health", b"/io")
+
+
+# /stream/<token> (STREAMING.md) is served by streamhttp.py; the test lives here so that
+# telling it apart costs no import of the streaming modules until a stream is asked for.
+STREAM_PREFIX = b"/stream/"
+
+
+def is_stream_request(req: Request) -> bool:
+    """Served by streamhttp.py instead of routes.py (OPTIONS stays a preflight there)."""
+    return req.method != "OPTIONS" and req.raw_path.startswith(STREAM_PREFIX)
 
 
 @attrs.frozen

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from jst.daemon import fastfile, fileops, streams
 from jst.daemon.errors import HttpError, MethodNotAllowed, NotFound, Unauthorized
 from jst.daemon.http import (
     FILE_BODY_LIMIT,
@@ -38,11 +38,26 @@ from jst.daemon.http import (
 from jst.daemon.state import ConfigLoadError, DaemonState
 from jst.daemon.threadhop import run_in_thread
 
+if TYPE_CHECKING:
+    from jst.daemon import fastfile, fileops
+
 log = logging.getLogger("jst.daemon")
 
 # Hashing a body this small costs less than a thread hop; larger bodies are hashed in a
 # worker thread (hashlib releases the GIL), which keeps the event loop responsive.
 INLINE_HASH_LIMIT = 64 * 1024
+
+# The file modules (fastfile, fileops, fsroot: ~10 ms to import) are loaded by the first
+# request that is not GET /health, not at start: the first /health answer of a cold start
+# is what the extension waits for (issue 17). ``dispatch`` checks one global per request.
+_files_loaded = False
+
+
+def _load_files() -> None:
+    global fastfile, fileops, _files_loaded
+    from jst.daemon import fastfile, fileops
+
+    _files_loaded = True
 
 
 @attrs.define
@@ -78,7 +93,12 @@ async def write(req: Request, ctx: Context, root_key: str) -> Response:
     target = ctx.state.target(root_key, rel)
     expected = ascii_header(req, b"x-expected-sha1", "X-Expected-SHA1")
     await fastfile.write_at(target, body, offset, expected)
-    streams.on_verified_write(ctx.state, target, offset, len(body), expected)
+    if expected is not None and body:
+        # Streams (streams.py) are open only once that module is loaded: a /stream or
+        # /io session loads it; until then no reader can be waiting for this range.
+        streams = sys.modules.get("jst.daemon.streams")
+        if streams is not None:
+            streams.on_verified_write(ctx.state, target, offset, len(body), expected)
     return Response()
 
 
@@ -263,4 +283,6 @@ async def dispatch(req: Request, ctx: Context) -> Response:
     if needs_auth(req) and not is_authorized(req, ctx.state.token):
         raise Unauthorized()
     handler, param = route(req.method, req.raw_path)
+    if not _files_loaded and handler is not health:
+        _load_files()  # every handler that uses fastfile or fileops is reached from here
     return await handler(req, ctx, param)

@@ -34,7 +34,6 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from jst.daemon import streams
 from jst.daemon.connection import ConnectionState, HttpConnection
 from jst.daemon.state import DaemonState
 
@@ -202,7 +201,7 @@ async def serve(
     listener = socket.socket(fileno=listen_fd)
     listener.setblocking(False)
     server.port = listener.getsockname()[1]
-    streams.hub(server.state).port = server.port  # for /stream URLs (streams.py)
+    server.state.port = server.port  # for /stream URLs (streams.py)
     server.max_waiting = waiting_cap()
     if server.reserve_fd is None:
         server.reserve_fd = _open_reserve()

@@ -16,7 +16,6 @@ import attrs
 from jst.daemon.errors import DaemonError, Forbidden
 from jst.daemon.http import CorsPolicy
 from jst.daemon.paths import Target, resolve
-from jst.rpcinfo import RpcInfoError, parse_rpc_info
 
 log = logging.getLogger("jst.daemon")
 
@@ -63,9 +62,14 @@ class DaemonState:
     roots: dict[str, str] = attrs.field(factory=dict)  # root key -> folder
     extension_id: str | None = None
     stats: Stats = attrs.field(factory=Stats)
+    port: int = 0  # the listening port, set by server.serve (streams.py builds URLs with it)
 
     def load_config(self) -> None:
         """Replace roots and extension id from disk; raise ``ConfigLoadError`` (no change)."""
+        # Not at import: a daemon under a host gets its config over the control channel
+        # and never reads the file (issue 17).
+        from jst.rpcinfo import RpcInfoError, parse_rpc_info
+
         try:
             data = self.rpc_info_path.read_bytes()
         except OSError as exc:

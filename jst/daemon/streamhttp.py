@@ -33,7 +33,7 @@ import socket
 import h11
 import trio
 
-from jst.daemon.http import Request
+from jst.daemon.http import STREAM_PREFIX, Request
 from jst.daemon.state import DaemonState
 from jst.daemon.streams import (
     MAX_READERS_PER_STREAM,
@@ -46,7 +46,6 @@ from jst.daemon.websocket import STREAM_ERRORS
 
 log = logging.getLogger("jst.daemon.stream")
 
-STREAM_PREFIX = b"/stream/"
 # §2: a reader that waits this long with nothing arriving has its response ended.
 STALL_SECONDS = 60.0
 # Where the OS has no sendfile (Windows), bodies are read and sent in pieces this size.
@@ -107,11 +106,6 @@ def response_headers(
     elif status == 416:
         headers.append((b"content-range", f"bytes */{length}".encode()))
     return headers
-
-
-def is_stream_request(req: Request) -> bool:
-    """Served here instead of by routes.py (OPTIONS stays a preflight there)."""
-    return req.method != "OPTIONS" and req.raw_path.startswith(STREAM_PREFIX)
 
 
 # ---------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ class Stream:
 class StreamHub:
     """Every open stream of the daemon, by capability token and by file."""
 
-    port: int = 0  # the daemon's listening port, for the URLs (set by server.serve)
+    port: int = 0  # the daemon's listening port, for the URLs (DaemonState.port)
     by_token: dict[str, Stream] = attrs.field(factory=dict)
     by_file: dict[str, set[Stream]] = attrs.field(factory=dict)
 
@@ -207,7 +207,7 @@ _hubs: dict[int, StreamHub] = {}
 def hub(state: DaemonState) -> StreamHub:
     found = _hubs.get(id(state))
     if found is None:
-        found = _hubs[id(state)] = StreamHub()
+        found = _hubs[id(state)] = StreamHub(port=state.port)
         weakref.finalize(state, _hubs.pop, id(state), None)
     return found
 
