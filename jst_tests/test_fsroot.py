@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jst.daemon import fastfile, fileops, fsroot, openat2
+from jst.daemon import fastfile, fileops, fsroot, openat2, statfs
 from jst.daemon.errors import HttpError
 from jst.daemon.paths import NotRegularFile, PathEscapesRoot, RootUnavailable, Target, resolve
 
@@ -173,6 +173,80 @@ def test_the_fast_path_answers_only_what_it_can_answer_alone(root: Path, tmp_pat
     root.rename(tmp_path / "unplugged")
     assert fastfile.read_nowait(target(root, "d/e/f"), 0, 3) is None
     assert fastfile.open_nowait(target(root, "d/e/f")) is None
+
+
+@pytest.fixture
+def fresh_write_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What fastfile learnt about earlier tests' roots is not this test's business."""
+    monkeypatch.setattr(fastfile, "_NO_NOWAIT_WRITES", set())
+    monkeypatch.setattr(fastfile, "_INLINE_WRITES", {})
+    monkeypatch.setattr(fastfile, "_INLINE_PAUSED_UNTIL", {})
+
+
+def test_local_disks_are_told_from_network_and_virtual_file_systems(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        # The test's temp dir is on a disk or tmpfs, whichever this machine uses.
+        assert statfs.is_local_disk(fd), hex(statfs.fs_type(fd) or 0)
+    finally:
+        os.close(fd)
+    fd = os.open("/proc/self", os.O_RDONLY)
+    try:
+        assert statfs.fs_type(fd) == 0x9FA0  # procfs: neither a disk nor unknown
+        assert not statfs.is_local_disk(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not fastfile.ENABLED, reason="needs openat2 and RWF_NOWAIT (Linux)")
+@pytest.mark.usefixtures("fresh_write_policy")
+def test_small_writes_to_a_local_disk_are_done_on_the_loop(root: Path) -> None:
+    assert fastfile.write_nowait(target(root, "d/e/f"), b"OUT", 1) == 3
+    assert (root / "d" / "e" / "f").read_bytes() == b"iOUTde"
+    # A new file, a folder, a body over the limit: the thread's (it creates, it answers).
+    assert fastfile.write_nowait(target(root, "d/new"), b"x", 0) == 0
+    assert fastfile.write_nowait(target(root, "d"), b"x", 0) == 0
+    big = b"x" * (fastfile.NOWAIT_WRITE_LIMIT + 1)
+    assert fastfile.write_nowait(target(root, "d/e/f"), big, 0) == 0
+    assert (root / "d" / "e" / "f").read_bytes() == b"iOUTde"
+    assert not (root / "d" / "new").exists()
+
+
+@pytest.mark.skipif(not fastfile.ENABLED, reason="needs openat2 and RWF_NOWAIT (Linux)")
+@pytest.mark.usefixtures("fresh_write_policy")
+async def test_a_file_system_that_could_hang_is_written_from_a_thread(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the root were an NFS mount that refuses RWF_NOWAIT writes.
+    monkeypatch.setattr(statfs, "fs_type", lambda _fd: 0x6969)
+    fastfile._NO_NOWAIT_WRITES.add(str(root))
+    assert fastfile.write_nowait(target(root, "d/e/f"), b"OUT", 1) == 0
+    assert (root / "d" / "e" / "f").read_bytes() == b"inside"
+    await fastfile.write_at(target(root, "d/e/f"), b"OUT", 1, None)  # the thread writes
+    assert (root / "d" / "e" / "f").read_bytes() == b"iOUTde"
+
+
+@pytest.mark.skipif(not fastfile.ENABLED, reason="needs openat2 and RWF_NOWAIT (Linux)")
+@pytest.mark.usefixtures("fresh_write_policy")
+async def test_a_write_that_waited_sends_its_root_to_threads_for_a_while(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fastfile._NO_NOWAIT_WRITES.add(str(root))
+    monkeypatch.setattr(fastfile, "INLINE_WRITE_STALL", -1.0)  # every write "waited"
+    assert fastfile.write_nowait(target(root, "d/e/f"), b"1", 0) == 1  # done, then paused
+    assert fastfile.write_nowait(target(root, "d/e/f"), b"2", 0) == 0
+    await fastfile.write_at(target(root, "d/e/f"), b"3", 0, None)
+    assert (root / "d" / "e" / "f").read_bytes() == b"3nside"
+    other = tmp_path / "other"  # another root is not paused
+    other.mkdir()
+    (other / "g").write_bytes(b"g")
+    fastfile._NO_NOWAIT_WRITES.add(str(other))
+    monkeypatch.setattr(fastfile, "INLINE_WRITE_STALL", 60.0)
+    assert fastfile.write_nowait(target(other, "g"), b"G", 0) == 1
+    # The pause ends: the loop writes again.
+    fastfile._INLINE_PAUSED_UNTIL[str(root)] = 0.0
+    assert fastfile.write_nowait(target(root, "d/e/f"), b"4", 0) == 1
+    assert (root / "d" / "e" / "f").read_bytes() == b"4nside"
 
 
 async def test_open_for_read_from_the_event_loop_or_a_thread(root: Path, tmp_path: Path) -> None:
