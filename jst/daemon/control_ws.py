@@ -96,24 +96,34 @@ class ServiceLink:
     peer: Peer | None = None
     roots: list[Any] = attrs.field(factory=list)  # the last list the service pushed
     clients: set[ControlClient] = attrs.field(factory=set)
+    # Set once the channel is up, or has failed or closed: a request that arrives while
+    # the daemon is still connecting (its first moments) waits for it instead of a 503.
+    settled: trio.Event = attrs.field(factory=trio.Event)
 
     async def run(self) -> None:
         """Connect, say hello, serve the channel until it closes."""
-        kind, _, path = self.address.partition(":")
-        if kind != "unix":
-            raise ValueError(f"service link must be unix:PATH, got {self.address!r}")
-        with trio.fail_after(CONNECT_TIMEOUT):
-            stream = await trio.open_unix_socket(path)
-        peer = Peer(stream, self._on_request, self._on_notice)
-        await peer.notify("hello", auth=self.token, pid=os.getpid())
-        self.peer = peer
         try:
-            await peer.run()
+            kind, _, path = self.address.partition(":")
+            if kind != "unix":
+                raise ValueError(f"service link must be unix:PATH, got {self.address!r}")
+            with trio.fail_after(CONNECT_TIMEOUT):
+                stream = await trio.open_unix_socket(path)
+            peer = Peer(stream, self._on_request, self._on_notice)
+            await peer.notify("hello", auth=self.token, pid=os.getpid())
+            self.peer = peer
+            self.settled.set()
+            try:
+                await peer.run()
+            finally:
+                self.peer = None
+                log.warning("service channel closed; /control and /roots are unavailable")
         finally:
-            self.peer = None
-            log.warning("service channel closed; /control and /roots are unavailable")
+            self.settled.set()
 
     async def ask(self, op: str, **fields: Any) -> Reply:
+        if not self.settled.is_set():
+            with trio.move_on_after(CONNECT_TIMEOUT):
+                await self.settled.wait()
         peer = self.peer
         if peer is None:
             return 503, UNAVAILABLE
