@@ -4,7 +4,8 @@ Transport: one stream connection per daemon process, made by the daemon to the a
 the host gave it in ``--host-control`` (a Unix socket in a 0700 directory the host owns;
 on Windows a loopback TCP port, where the ``auth`` field below is what keeps others out).
 
-Framing: one JSON object per line (UTF-8, ``\\n``-terminated), at most ``MAX_LINE`` bytes.
+Framing (``jst/jsonlines.py``): one JSON object per line (UTF-8, ``\\n``-terminated), at
+most ``MAX_LINE`` bytes.
 Every message carries ``"v"``, the protocol version; a peer that receives a version it
 does not speak sends ``error`` and closes. The version is 1.
 
@@ -35,10 +36,11 @@ Either side closing the connection means the other is gone: the daemon exits at 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
+
+from jst import jsonlines
 
 VERSION = 1
 # Generous: a config message with thousands of roots is well under this.
@@ -83,7 +85,7 @@ Message = Ready | Config | Applied | Stopping | Error
 
 
 def encode(message: Message) -> bytes:
-    body: dict[str, Any] = {"v": VERSION}
+    body: dict[str, Any] = {}
     match message:
         case Ready(pid, port, auth):
             body.update(type="ready", pid=pid, port=port, auth=auth)
@@ -101,7 +103,7 @@ def encode(message: Message) -> bytes:
             body.update(type="stopping", reason=reason)
         case Error(text):
             body.update(type="error", message=text)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return jsonlines.encode(VERSION, body)
 
 
 def _int(obj: dict[str, Any], name: str) -> int:
@@ -130,14 +132,7 @@ def _roots(value: Any) -> dict[str, str]:
 
 
 def decode(line: bytes) -> Message:
-    try:
-        obj = json.loads(line)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ControlError(f"not a JSON line: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise ControlError("a message must be a JSON object")
-    if obj.get("v") != VERSION:
-        raise ControlError(f"unsupported protocol version {obj.get('v')!r} (we speak {VERSION})")
+    obj = jsonlines.decode(line, VERSION, ControlError)
     match obj.get("type"):
         case "ready":
             return Ready(_int(obj, "pid"), _int(obj, "port"), _str(obj, "auth"))
@@ -158,22 +153,8 @@ def decode(line: bytes) -> Message:
             raise ControlError(f"unknown message type {other!r}")
 
 
-class LineDecoder:
+class LineDecoder(jsonlines.LineDecoder[Message]):
     """Split received bytes into messages."""
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._buffer = bytearray()
-        self._max_line = max_line
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
-    def next_message(self) -> Message | None:
-        end = self._buffer.find(b"\n")
-        if end < 0:
-            if len(self._buffer) > self._max_line:
-                raise ControlError(f"a line longer than {self._max_line} bytes")
-            return None
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        return decode(line)
+        super().__init__(decode, ControlError, max_line)

@@ -21,6 +21,39 @@ ROOT_KEY = "0123456789abcdef"
 PORT_LINE_TIMEOUT = 10.0
 
 
+def write_profile(
+    rpc_info: Path,
+    install_id: str,
+    roots: dict[str, Path],
+    extension_id: str | None = None,
+    browser_binary: str = "",
+) -> None:
+    """An ``rpc-info.json`` holding one profile with these roots, as a host leaves it."""
+    profile = {
+        "extension_id": extension_id,
+        "install_id": install_id,
+        "pid": os.getpid(),
+        "port": 1,
+        "token": str(uuid.uuid4()),
+        "started": 1,
+        "last_used": 1,
+        "browser": {"name": "test", "binary": browser_binary, "extension_id": None},
+        "download_roots": [
+            {
+                "key": key,
+                "path": str(path),
+                "display_name": path.name,
+                "removable": False,
+                "last_stat_ok": True,
+                "last_checked": 1,
+            }
+            for key, path in roots.items()
+        ],
+    }
+    rpc_info.parent.mkdir(parents=True, exist_ok=True)
+    rpc_info.write_text(json.dumps({"version": 1, "profiles": [profile]}))
+
+
 @attrs.define
 class DaemonEnv:
     """A config dir with one profile and one download root, as the host would write it."""
@@ -44,29 +77,9 @@ class DaemonEnv:
 
     def write_rpc_info(self, roots: dict[str, Path] | None = None) -> None:
         roots = {ROOT_KEY: self.root} if roots is None else roots
-        profile = {
-            "extension_id": self.extension_id,
-            "install_id": self.install_id,
-            "pid": os.getpid(),
-            "port": 1,
-            "token": str(uuid.uuid4()),
-            "started": 1,
-            "last_used": 1,
-            "browser": {"name": "test", "binary": sys.executable, "extension_id": None},
-            "download_roots": [
-                {
-                    "key": key,
-                    "path": str(path),
-                    "display_name": path.name,
-                    "removable": False,
-                    "last_stat_ok": True,
-                    "last_checked": 1,
-                }
-                for key, path in roots.items()
-            ],
-        }
-        self.rpc_info.parent.mkdir(parents=True, exist_ok=True)
-        self.rpc_info.write_text(json.dumps({"version": 1, "profiles": [profile]}))
+        write_profile(
+            self.rpc_info, self.install_id, roots, self.extension_id, browser_binary=sys.executable
+        )
 
     def daemon_args(self) -> list[str]:
         """The arguments the host (and the shared bench) start the daemon with."""

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import psutil
 
+from jst_tests import daemonproc
 from jst_tests.hostproc import HOST, ORIGIN, HostEnv, gone_within
 
 SERVICE = [sys.executable, "-m", "jst.service.cli"]
@@ -164,29 +165,4 @@ def wait_for(predicate: Any, timeout: float = WAIT, what: str = "condition") -> 
 
 def write_profile(env: ServiceEnv, roots: dict[str, Path]) -> None:
     """An rpc-info.json with this install's profile and roots, as an earlier host left it."""
-    import os
-    import uuid
-
-    profile = {
-        "extension_id": None,
-        "install_id": env.install_id,
-        "pid": os.getpid(),
-        "port": 1,
-        "token": str(uuid.uuid4()),
-        "started": 1,
-        "last_used": 1,
-        "browser": {"name": "test", "binary": "", "extension_id": None},
-        "download_roots": [
-            {
-                "key": key,
-                "path": str(path),
-                "display_name": path.name,
-                "removable": False,
-                "last_stat_ok": True,
-                "last_checked": 1,
-            }
-            for key, path in roots.items()
-        ],
-    }
-    env.rpc_info.parent.mkdir(parents=True, exist_ok=True)
-    env.rpc_info.write_text(json.dumps({"version": 1, "profiles": [profile]}))
+    daemonproc.write_profile(env.rpc_info, env.install_id, roots)

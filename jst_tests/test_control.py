@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -151,48 +153,12 @@ def test_daemon_without_its_host_exits_with_an_error(tmp_path: Path) -> None:
     assert b"cannot reach the host" in result.stderr
 
 
-@pytest.mark.parametrize("ending", ["sigterm", "host-closes"])
-def test_a_daemon_waiting_for_its_first_config_ends_cleanly(tmp_path: Path, ending: str) -> None:
-    # Before the host's first config the daemon serves nothing; a signal, or the host
-    # going away, still ends it at once with status 0.
-    env = DaemonEnv(tmp_path)
-    path = str(tmp_path / "ctl")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(1)
-    listener.settimeout(10)
-    proc = subprocess.Popen(
-        [*DAEMON, "--install-id", "", "--host-control", f"unix:{path}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env.environ(JST_IO_DAEMON_TOKEN=env.token),
-    )
-    try:
-        channel, _ = listener.accept()
-        channel.settimeout(10)
-        decoder = control.LineDecoder()
-        while (ready := decoder.next_message()) is None:
-            decoder.receive_data(channel.recv(4096))
-        assert isinstance(ready, control.Ready)
-        if ending == "sigterm":
-            proc.terminate()
-        else:
-            channel.close()
-        assert proc.wait(5) == 0
-        assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        listener.close()
-
-
-def test_an_invalid_message_after_the_first_config_ends_the_daemon_cleanly(
+@contextmanager
+def daemon_under_a_test_host(
     tmp_path: Path,
-) -> None:
-    """Logged and shut down like a closed channel, not a crash with a traceback (the
-    error used to reach ``run_host_link`` inside trio's exception group, uncaught)."""
+) -> Iterator[tuple[subprocess.Popen[bytes], socket.socket]]:
+    """A daemon started with ``--host-control`` at our Unix socket, and the connection it
+    made to it; the daemon is killed and reaped afterwards, whatever happened."""
     env = DaemonEnv(tmp_path)
     env.root.mkdir(parents=True)
     path = str(tmp_path / "ctl")
@@ -209,26 +175,53 @@ def test_an_invalid_message_after_the_first_config_ends_the_daemon_cleanly(
     )
     try:
         channel, _ = listener.accept()
-        channel.settimeout(10)
+        with channel:
+            channel.settimeout(10)
+            yield proc, channel
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        listener.close()
+
+
+def receive(channel: socket.socket, decoder: control.LineDecoder) -> control.Message:
+    while (message := decoder.next_message()) is None:
+        data = channel.recv(4096)
+        assert data, "the daemon closed the control channel"
+        decoder.receive_data(data)
+    return message
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "host-closes"])
+def test_a_daemon_waiting_for_its_first_config_ends_cleanly(tmp_path: Path, ending: str) -> None:
+    # Before the host's first config the daemon serves nothing; a signal, or the host
+    # going away, still ends it at once with status 0.
+    with daemon_under_a_test_host(tmp_path) as (proc, channel):
+        assert isinstance(receive(channel, control.LineDecoder()), control.Ready)
+        if ending == "sigterm":
+            proc.terminate()
+        else:
+            channel.close()
+        assert proc.wait(5) == 0
+        assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
+
+
+def test_an_invalid_message_after_the_first_config_ends_the_daemon_cleanly(
+    tmp_path: Path,
+) -> None:
+    """Logged and shut down like a closed channel, not a crash with a traceback (the
+    error used to reach ``run_host_link`` inside trio's exception group, uncaught)."""
+    with daemon_under_a_test_host(tmp_path) as (proc, channel):
         decoder = control.LineDecoder()
-        messages: list[control.Message] = []
-        while len(messages) < 2:
-            if (message := decoder.next_message()) is None:
-                decoder.receive_data(channel.recv(4096))
-                continue
-            messages.append(message)  # Ready, then Applied
-            if len(messages) == 1:
-                channel.sendall(control.encode(control.Config(1, None, {"ab" * 8: "/x"})))
-        assert messages[1] == control.Applied(1)
+        assert isinstance(receive(channel, decoder), control.Ready)
+        channel.sendall(control.encode(control.Config(1, None, {"ab" * 8: "/x"})))
+        assert receive(channel, decoder) == control.Applied(1)
         channel.sendall(b"not json\n")
         assert proc.wait(10) == 0
         assert proc.stderr is not None
         err = proc.stderr.read()
         assert b"host sent an invalid control message" in err
         assert b"Traceback" not in err
-        channel.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        listener.close()

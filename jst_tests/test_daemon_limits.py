@@ -19,7 +19,7 @@ import select
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -261,6 +261,30 @@ def many_fds() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@contextlib.contextmanager
+def stalled_connections(port: int, sends: Sequence[bytes]) -> Iterator[list[socket.socket]]:
+    """``STALLED`` connections to the daemon, connection i having sent ``sends[i % n]``
+    and nothing more; all closed afterwards."""
+    stalled: list[socket.socket] = []
+    try:
+        for i in range(STALLED):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            stalled.append(sock)
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+            ready(sock, select.POLLOUT, 5)
+            data = sends[i % len(sends)]
+            if data:
+                with contextlib.suppress(OSError):
+                    sock.send(data)
+        # Every stalled connection is open (or queued) now.
+        yield stalled
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
 def test_1100_stalled_connections_do_not_starve_authorized_clients(
     daemon_env: DaemonEnv, many_fds: None
 ) -> None:
@@ -271,20 +295,8 @@ def test_1100_stalled_connections_do_not_starve_authorized_clients(
             "Content-Length: 1000000\r\n\r\n"
         ).encode()
         kinds = (b"", b"GET /health HTTP/1.1\r\nHost: 127.0", refused_post, upgrade_head(port))
-        stalled: list[socket.socket] = []
-        try:
-            for i in range(STALLED):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                stalled.append(sock)
-                sock.setblocking(False)
-                with contextlib.suppress(BlockingIOError):
-                    sock.connect(("127.0.0.1", port))
-                ready(sock, select.POLLOUT, 5)
-                data = kinds[i % len(kinds)]
-                if data:
-                    with contextlib.suppress(OSError):
-                        sock.send(data)
-            # Every stalled connection is open (or queued) now; authorized work goes on.
+        with stalled_connections(port, kinds) as stalled:
+            # Authorized work goes on.
             reply = http_get(port, "/health", f"127.0.0.1:{port}", timeout=ANSWER_WITHIN)
             assert reply.startswith(b"HTTP/1.1 200 ")
             body = b"x" * 16384
@@ -307,9 +319,6 @@ def test_1100_stalled_connections_do_not_starve_authorized_clients(
                 assert closed_by_peer(sock, max(0.1, deadline - time.monotonic()))
             assert daemon.proc.poll() is None
             assert len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) < 100
-        finally:
-            for sock in stalled:
-                sock.close()
 
 
 def test_1100_sessions_that_said_hello_but_not_auth_do_not_starve_authorized_clients(
@@ -320,24 +329,11 @@ def test_1100_sessions_that_said_hello_but_not_auth_do_not_starve_authorized_cli
     with limited_daemon(daemon_env, 1024, 1024) as daemon:
         port = daemon.port
         said_hello = upgrade_head(port) + ws_message(frame(HELLO, 1))
-        stalled: list[socket.socket] = []
-        try:
-            for _ in range(STALLED):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                stalled.append(sock)
-                sock.setblocking(False)
-                with contextlib.suppress(BlockingIOError):
-                    sock.connect(("127.0.0.1", port))
-                ready(sock, select.POLLOUT, 5)
-                with contextlib.suppress(OSError):
-                    sock.send(said_hello)
+        with stalled_connections(port, [said_hello]):
             reply = http_get(port, "/health", f"127.0.0.1:{port}", timeout=ANSWER_WITHIN)
             assert reply.startswith(b"HTTP/1.1 200 ")
             authenticated_io(port, daemon.env.token).close()
             assert daemon.proc.poll() is None
-        finally:
-            for sock in stalled:
-                sock.close()
 
 
 def test_a_head_in_pieces_and_pipelined_heads_are_served(daemon: RunningDaemon) -> None:

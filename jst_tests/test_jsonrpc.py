@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from jst.ui import jsonrpc
 from jst.ui.jsonrpc import Call, Param, Reply, RpcError
+from jst_tests.strictjson import strict_json
 
 
 def one(line: bytes) -> Call | Reply:
@@ -68,6 +69,30 @@ def test_what_is_not_json_is_a_parse_error(line: bytes) -> None:
 )
 def test_invalid_requests_are_answered_with_the_id_when_readable(doc: Any, shown_id: Any) -> None:
     assert error_of(one(json.dumps(doc).encode())) == (shown_id, jsonrpc.INVALID_REQUEST)
+
+
+@pytest.mark.parametrize("id_text", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
+def test_an_id_that_is_no_json_number_is_an_invalid_request_with_id_null(id_text: bytes) -> None:
+    slot = one(b'{"jsonrpc":"2.0","id":' + id_text + b',"method":"get_status"}')
+    assert error_of(slot) == (None, jsonrpc.INVALID_REQUEST)
+    assert isinstance(slot, Reply)
+    assert strict_json(jsonrpc.encode_replies([slot], batch=False))["id"] is None
+    # Nor is it echoed when the request is invalid for another reason.
+    slot = one(b'{"jsonrpc":"1.0","id":' + id_text + b',"method":"get_status"}')
+    assert error_of(slot) == (None, jsonrpc.INVALID_REQUEST)
+
+
+def test_a_result_json_cannot_carry_is_answered_with_an_internal_error() -> None:
+    replies = [Reply(1, result={"rate": float("nan")}), Reply(2, result=[float("inf")]),
+               Reply("x", result=[1.5])]  # fmt: skip
+    batch = strict_json(jsonrpc.encode_replies(replies, batch=True))
+    assert [(r["id"], r["error"]["code"]) for r in batch[:2]] == [
+        (1, jsonrpc.INTERNAL_ERROR),
+        (2, jsonrpc.INTERNAL_ERROR),
+    ]
+    assert batch[2] == {"jsonrpc": "2.0", "id": "x", "result": [1.5]}
+    single = strict_json(jsonrpc.encode_replies(replies[:1], batch=False))
+    assert (single["id"], single["error"]["code"]) == (1, jsonrpc.INTERNAL_ERROR)
 
 
 def test_an_empty_batch_is_one_invalid_request() -> None:
@@ -144,7 +169,7 @@ def test_params_by_name_or_position() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
@@ -176,7 +201,7 @@ def test_any_line_parses_into_answers_that_encode(line: bytes) -> None:
     data = jsonrpc.encode_replies(replies, parsed.batch)
     if data:
         assert data.count(b"\n") == 1
-        doc = json.loads(data)
+        doc = strict_json(data)
         for reply in doc if isinstance(doc, list) else [doc]:
             assert reply["jsonrpc"] == "2.0"
             assert ("result" in reply) != ("error" in reply)

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from jst_tests.hostproc import HostEnv, HostProcess, gone_within, running_host
+from jst_tests.strictjson import strict_json
 
 JST = str(Path(sys.executable).parent / "jst")
 MAGNET = "magnet:?xt=urn:btih:" + "d" * 40 + "&dn=rpc"
@@ -58,7 +59,7 @@ class RpcProcess:
             raise AssertionError(f"no line within {timeout} s") from None
         assert line is not None, "jst rpc closed its stdout"
         assert line.endswith(b"\n")
-        return json.loads(line)
+        return strict_json(line)
 
     def call(self, method: str, params: Any = None, request_id: Any = 1) -> Any:
         request: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
@@ -186,6 +187,22 @@ def test_protocol_errors_batches_and_notifications(rpc: RpcProcess) -> None:
     assert [error(r)[0] for r in batch[1:]] == [-32601, -32600]
     rpc.send([{"jsonrpc": "2.0", "method": "list_roots"}])  # notifications only: no line
     assert rpc.call("list_roots", request_id="after")["result"] == []
+
+
+def test_an_id_that_is_no_json_number_is_an_invalid_request_with_id_null(
+    rpc: RpcProcess,
+) -> None:
+    # Python's parser reads NaN and Infinity; echoing them made the reply invalid JSON.
+    for id_text in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+        rpc.send_raw(b'{"jsonrpc":"2.0","id":' + id_text + b',"method":"list_roots"}\n')
+        reply = rpc.recv()  # strict: a NaN in the reply fails here
+        assert (reply["id"], error(reply)[0]) == (None, -32600), id_text
+    rpc.send_raw(b'[{"jsonrpc":"2.0","id":NaN,"method":"list_roots"},'
+                 b'{"jsonrpc":"2.0","id":1.5,"method":"list_roots"}]\n')  # fmt: skip
+    batch = rpc.recv()
+    assert [r["id"] for r in batch] == [None, 1.5]
+    assert error(batch[0])[0] == -32600
+    assert batch[1]["result"] == []
 
 
 def test_a_slow_call_is_overtaken_by_a_fast_one(host_env: HostEnv, rpc: RpcProcess) -> None:

@@ -294,43 +294,38 @@ class ConnectionLimit:
             self._evictable.pop(key, None)
 
 
-async def _read_head(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Request | Reply | None:
+async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Event | Reply | None:
+    """h11's next event, receiving as needed; a ``Reply`` for a request h11 refuses;
+    ``None`` when the client closed first, or h11 paused (we serve one request)."""
     while True:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             return _text(exc.error_status_hint, "Bad request")
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(65536)
-            if not data:
-                return None
-            conn.receive_data(bytes(data))
-            continue
-        if isinstance(event, h11.Request):
+        if isinstance(event, h11.Event):
             return event
-        return None
+        if event is h11.PAUSED:
+            return None
+        data = await stream.receive_some(65536)  # h11.NEED_DATA
+        if not data:
+            return None  # the client gave up (before its head, or half-way through its body)
+        conn.receive_data(bytes(data))
+
+
+async def _read_head(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Request | Reply | None:
+    event = await _next_event(conn, stream)
+    return event if isinstance(event, h11.Request | Reply) else None
 
 
 async def _read_body(conn: h11.Connection, stream: trio.abc.Stream) -> bytes | Reply | None:
     body = bytearray()
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            return _text(exc.error_status_hint, "Bad request")
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(65536)
-            if not data:
-                return None  # the client gave up half-way
-            conn.receive_data(bytes(data))
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY:
-                return Reply(413)
-        elif isinstance(event, h11.EndOfMessage):
-            return bytes(body)
-        else:
-            return None
+    while isinstance(event := await _next_event(conn, stream), h11.Data):
+        body += event.data
+        if len(body) > MAX_BODY:
+            return Reply(413)
+    if isinstance(event, h11.EndOfMessage):
+        return bytes(body)
+    return event if isinstance(event, Reply) else None
 
 
 def _buffered_body(conn: h11.Connection) -> bytes | None:

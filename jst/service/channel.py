@@ -6,7 +6,8 @@ service and a daemon it started with ``--service-link``; each side may ask the o
 
 Transport: a Unix socket in the service's 0700 per-daemon directory; the daemon connects
 and its first line is ``{"v":1,"op":"hello","auth":"<daemon token>"}``.
-Framing: one JSON object per line, at most ``MAX_LINE`` bytes, ``"v": 1`` in each.
+Framing (``jst/jsonlines.py``, as ``jst/control.py``): one JSON object per line, at most
+``MAX_LINE`` bytes, ``"v": 1`` in each.
 
 * request:      ``{"v":1,"id":<n>,"op":"<name>",...}`` — answered by exactly one reply
 * reply:        ``{"v":1,"re":<n>,"status":<http-like int>,"body":<any>}``
@@ -23,12 +24,13 @@ clients). Service → daemon: ``event`` {event} → body {"delivered": n}; notif
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+
+from jst import jsonlines
 
 log = logging.getLogger("jst.service.channel")
 
@@ -42,37 +44,16 @@ class ChannelError(Exception):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    body = {"v": VERSION, **message}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return jsonlines.encode(VERSION, message)
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ChannelError(f"not a JSON line: {exc}") from exc
-    if not isinstance(obj, dict) or obj.get("v") != VERSION:
-        raise ChannelError("not a version-1 message object")
-    return obj
+    return jsonlines.decode(line, VERSION, ChannelError)
 
 
-class LineDecoder:
+class LineDecoder(jsonlines.LineDecoder[dict[str, Any]]):
     def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._buffer = bytearray()
-        self._max_line = max_line
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
-    def next_message(self) -> dict[str, Any] | None:
-        end = self._buffer.find(b"\n")
-        if end < 0:
-            if len(self._buffer) > self._max_line:
-                raise ChannelError(f"a line longer than {self._max_line} bytes")
-            return None
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        return decode(line)
+        super().__init__(decode, ChannelError, max_line)
 
 
 Reply = tuple[int, Any]

@@ -10,7 +10,8 @@ The rules, from the JSON-RPC 2.0 specification:
 * not JSON → one ``-32700`` reply with id ``null``; JSON that is not a request object
   (or an empty array) → ``-32600`` with id ``null`` (or the id, when it can be read);
 * a request without ``id`` is a notification: it runs, nothing is answered (even on
-  error); ``id`` may be a string, a number or ``null``;
+  error); ``id`` may be a string, a number or ``null`` (``NaN`` and infinities, which
+  Python's parser reads, are no JSON numbers: ``-32600`` with id ``null``);
 * a batch is answered with one array holding the replies of its non-notifications, in
   any order (we keep the request order); a batch of notifications only gets no line;
 * unknown method → ``-32601``; params that do not fit → ``-32602`` with a reason in
@@ -24,6 +25,7 @@ required or optional), so every method gets the same precise ``-32602`` messages
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,20 +103,24 @@ class Parsed:
     batch: bool
 
 
+def _is_id(value: Any) -> bool:
+    """A string, a number or null. Python's parser also reads ``NaN`` and ``Infinity``
+    (and turns ``1e400`` into one): not JSON, so an id of neither can be echoed."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return not isinstance(value, bool) and isinstance(value, str | int | None)
+
+
 def _readable_id(obj: Mapping[str, Any]) -> Id:
     value = obj.get("id")
-    if isinstance(value, bool) or not isinstance(value, str | int | float | None):
-        return None
-    return value
+    return value if _is_id(value) else None
 
 
 def _request(obj: Any) -> Call | Reply:
     if not isinstance(obj, dict):
         return error_reply(None, INVALID_REQUEST, "Invalid Request", "a request must be an object")
     request_id = obj.get("id", _NO_ID)
-    if request_id is not _NO_ID and (
-        isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None)
-    ):
+    if request_id is not _NO_ID and not _is_id(request_id):
         return error_reply(
             None, INVALID_REQUEST, "Invalid Request", "id must be a string, a number or null"
         )
@@ -158,20 +164,37 @@ def line_too_long() -> bytes:
 
 
 def encode_replies(replies: list[Reply], batch: bool) -> bytes:
-    """The output line for these replies (empty bytes: nothing to write)."""
+    """The output line for these replies (empty bytes: nothing to write). Always valid
+    JSON: a result holding NaN or an infinity is answered with an internal error."""
     if not replies:
         return b""
-    if batch:
-        doc: Any = [r.to_json() for r in replies]
-    else:
-        doc = replies[0].to_json()
     try:
-        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _line(replies, batch)
+    except ValueError:  # json.dumps(allow_nan=False): a non-finite number in a result
+        return _line([_finite(reply) for reply in replies], batch)
+
+
+def _finite(reply: Reply) -> Reply:
+    try:
+        _line([reply], batch=False)
+    except ValueError:
+        request_id = reply.id if _is_id(reply.id) else None
+        reason = "the result holds a number JSON cannot carry (NaN or an infinity)"
+        return error_reply(request_id, INTERNAL_ERROR, "Internal error", reason)
+    return reply
+
+
+def _line(replies: list[Reply], batch: bool) -> bytes:
+    """``ValueError`` where the replies hold NaN or an infinity (no JSON has them)."""
+    doc: Any = [r.to_json() for r in replies] if batch else replies[0].to_json()
+    try:
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        data = text.encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate (a request may carry "\udcff", a path may hold undecodable
         # bytes) has no UTF-8 form: escape everything non-ASCII instead, still valid JSON.
-        text = json.dumps(doc, separators=(",", ":")).encode("ascii")
-    return text + b"\n"
+        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return data + b"\n"
 
 
 # -- parameters --------------------------------------------------------------------------------
