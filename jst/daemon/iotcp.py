@@ -46,6 +46,7 @@ import trio
 from jst.daemon import iopoll, iotcpclose, iotcptls, wire
 from jst.daemon.ioqueue import SessionIO
 from jst.daemon.iotcpconn import READ_SIZE, SOCKET_BUFFER_CAP, TcpConn, TcpState
+from jst.daemon.iotcptls import stream_socket
 
 log = logging.getLogger("jst.daemon.io")
 
@@ -172,7 +173,7 @@ class TcpSockets:
             sock.close()
             conn.sock = None
         if conn.stream is not None:
-            trio_sock = iotcptls.stream_socket(conn.stream)
+            trio_sock = stream_socket(conn.stream)
             if trio_sock is not None:
                 trio_sock.close()
         if self.conns.get(conn.socket_id) is conn:
@@ -186,7 +187,7 @@ class TcpSockets:
         if conn.scope is not None:
             conn.scope.cancel()  # the task closes what it holds on its way out
             if conn.stream is not None:
-                trio_sock = iotcptls.stream_socket(conn.stream)
+                trio_sock = stream_socket(conn.stream)
                 if trio_sock is not None:
                     trio_sock.close()  # wakes the task at once (trio notifies waiters)
             return
