@@ -1,11 +1,12 @@
 """A client's TCP_CLOSE of an active socket (§6.5): flush, FIN, TCP_CLOSE, linger.
 
-Design note: §6.5 asks that what the client sent before TCP_CLOSE still reaches the
-peer, and the original answers TCP_CLOSE only once it is gone. That takes time (a slow
-peer, a full kernel buffer), so the graceful close is a phase of its own in a socket's
-life, owned by one task, like the TLS path (``iotcptls``): ``close`` takes the plain
+Design note: §6.5 asks that what the client sent before TCP_CLOSE is still flushed to
+the peer, then FIN, and that a TCP_CLOSE event follows. That takes time (a slow peer, a
+full kernel buffer), so the graceful close is a phase of its own in a socket's life,
+owned by one task, like the TLS path (``iotcptls``): ``close`` takes the plain
 socket out of the reactor's readiness set and starts ``closing_task``; a TLS socket's
-writer task does the same flush itself once ``close`` has woken it. A socket that is not
+writer task (``iotcptls``) flushes once ``close`` has woken it, then closes (TLS has no
+half-close). A socket that is not
 active yet (connecting, pending, in its handshake) is aborted silently instead.
 
 Closes the daemon starts (EOF, errors, the session ending) stay in ``iotcp``, beside the
