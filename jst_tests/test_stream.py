@@ -6,12 +6,14 @@ The test plays the engine (STREAM_OPEN, STREAM_HAVE, verified writes) and a play
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -28,6 +30,9 @@ from jst_tests.streamclient import (
     start_reader,
     write_piece,
 )
+
+if TYPE_CHECKING:
+    from jst.daemon.server import Server
 
 MIB = 1024 * 1024
 
@@ -413,9 +418,10 @@ async def test_a_pipelined_request_is_not_mistaken_for_a_departed_client(
     assert second.endswith(b"\r\n\r\n" + data[:10])
 
 
-@pytest.fixture
-async def daemon_in_process(tmp_path: Path) -> AsyncIterator[tuple[int, str, Path]]:
-    """The daemon's HTTP server in this test's trio loop, so its constants can be patched."""
+@contextlib.asynccontextmanager
+async def serving_in_process(tmp_path: Path) -> AsyncIterator[tuple[Server, int, Path]]:
+    """The daemon's HTTP server in this test's trio loop, so its constants can be patched
+    and its state inspected."""
     from jst.daemon.http import CorsPolicy
     from jst.daemon.server import Server, serve
     from jst.daemon.state import DaemonState
@@ -437,8 +443,20 @@ async def daemon_in_process(tmp_path: Path) -> AsyncIterator[tuple[int, str, Pat
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve, server, listener.detach(), shutdown, 1.0)
-        yield port, "in-process-token", root
+        yield server, port, root
         shutdown.set()
+
+
+@pytest.fixture
+async def daemon_in_process(tmp_path: Path) -> AsyncIterator[tuple[int, str, Path]]:
+    async with serving_in_process(tmp_path) as (_server, port, root):
+        yield port, "in-process-token", root
+
+
+@pytest.fixture
+async def server_in_process(tmp_path: Path) -> AsyncIterator[tuple[Server, int, Path]]:
+    async with serving_in_process(tmp_path) as served:
+        yield served
 
 
 async def test_a_reader_with_nothing_arriving_ends_after_the_stall_limit(
@@ -462,6 +480,70 @@ async def test_a_reader_with_nothing_arriving_ends_after_the_stall_limit(
             retry = await http.request("GET", opened.url_path, [("Range", "bytes=100-")])
         assert retry.status == 206
         assert retry.body == payload(1000)[100:]
+
+
+def open_fds() -> int | None:
+    """This process's open descriptors (the in-process daemon's among them), on Linux."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+async def test_a_reader_that_stops_reading_is_closed_after_the_send_stall_limit(
+    server_in_process: tuple[Server, int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jst.daemon import streamhttp
+    from jst.daemon.streams import hub
+
+    monkeypatch.setattr(streamhttp, "SEND_STALL_SECONDS", 0.5)  # 60 s in the daemon
+    server, port, root = server_in_process
+    size = 64 * MIB
+    with (root / "big.mkv").open("wb") as file:
+        file.truncate(size)  # sparse: reads as zeros, costs no disk
+    half = size // 2
+    async with io_session(port, "in-process-token") as io, trio.open_nursery() as nursery:
+        opened = await open_stream(io, 1, "big.mkv", size, [(0, half)])
+        found = hub(server.state).lookup(opened.token)
+        assert found is not None
+        # Another reader of the same stream, waiting for bytes that have not arrived: a
+        # wait for data, not a stalled send, so the new limit must leave it alone.
+        waiting = await start_reader(nursery, port, opened.url_path, f"bytes={half}-{half + 99}")
+        assert await expect_need(io, 1) == (half, half + 100)
+        idle_fds = open_fds()
+        # The player that stops reading: a tiny receive buffer, a whole-file request, the
+        # response head read, then nothing.
+        player = trio.socket.socket()
+        player.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await player.connect(("127.0.0.1", port))
+        await player.send(f"GET {opened.url_path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        with trio.fail_after(10):
+            head = await player.recv(4096)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            while len(found.readers) < 2:  # noqa: ASYNC110 (its body is being sent)
+                await trio.sleep(0.01)
+            # Without reading a byte more: the daemon ends the response (generous bound).
+            while len(found.readers) > 1:  # noqa: ASYNC110 (the daemon's own set)
+                await trio.sleep(0.05)
+        # Its connection is closed: what was already in flight, then EOF, not 64 MiB.
+        received = len(head)
+        with trio.fail_after(10):
+            while chunk := await player.recv(1 << 20):
+                received += len(chunk)
+        player.close()
+        assert received < half
+        if idle_fds is not None:  # the daemon's socket and file descriptor are closed
+            with trio.fail_after(10):
+                while open_fds() != idle_fds:  # noqa: ASYNC110 (closed in the daemon)
+                    await trio.sleep(0.05)
+        # The other reader and the /io session carry on.
+        assert not waiting.ended.is_set()
+        await send_have(io, 1, [(half, size)])
+        await waiting.wait_ended()
+        assert (waiting.status, waiting.complete, bytes(waiting.body)) == (206, True, bytes(100))
+        async with HttpClient(port) as http:
+            again = await http.request("GET", opened.url_path, [("Range", "bytes=0-9")])
+        assert (again.status, again.body) == (206, bytes(10))
 
 
 async def test_a_file_shorter_than_claimed_or_a_folder_ends_the_response(

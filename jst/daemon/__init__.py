@@ -12,7 +12,10 @@ Module map:
   wsframes.py RFC 6455 frames, sans-I/O: strict client-frame parser, server frames
   wire.py     the /io protocol, sans-I/O: envelope, opcodes, payloads, auth (§6)
   mux.py      the /io session: auth, dispatch table, nursery tree (see its docstring)
-  iotcp.py    /io TCP sockets: connect, pending, reactor, TLS, close (§6.5-§6.6)
+  iotcp.py    /io TCP sockets: the table, connect, pending, reactor, sends (§6.5)
+  iotcpconn.py one /io TCP socket's record (TcpConn), shared by the iotcp* modules
+  iotcptls.py TCP_SECURE: the TLS path on a trio SSLStream, off the reactor (§6.6)
+  iotcpclose.py a client's TCP_CLOSE: flush, FIN, TCP_CLOSE, linger (§6.5)
   iobound.py  /io listeners and UDP sockets (§6.7-§6.9)
   ioqueue.py  /io outbound queue (bounded in bytes) shared by a session's parts
   iopoll.py   one readiness set per /io session (epoll, kqueue, or a task per socket)

@@ -1,4 +1,4 @@
-"""The TCP sockets of one ``/io`` session: connect, pending, active, TLS, close (§6.5–§6.7).
+"""The TCP sockets of one ``/io`` session: the table, connect, pending, active (§6.5).
 
 Where the work happens (issue 18: the cost per message must not grow with the number of
 sockets, and a waiting socket must cost little):
@@ -15,8 +15,10 @@ sockets, and a waiting socket must cost little):
   has been dispatched (so a burst of small sends to one socket costs one ``send``). What
   the kernel does not take waits for write readiness, reported by the same set.
 * TLS (TCP_SECURE) and the graceful close after a client TCP_CLOSE are rare and
-  long-lived in time rather than in number: they run as tasks (``tls_task``,
-  ``closing_task``) with trio streams, as all sockets did before.
+  long-lived in time rather than in number: they run as tasks with trio streams, as all
+  sockets did before, in their own modules (``iotcptls``, ``iotcpclose``). This module
+  keeps the hot path (``send``, ``flush``, ``reactor``) and the bookkeeping all share;
+  the socket record itself is in ``iotcpconn``.
 
 Ordering: every frame about one socket is produced by whoever owns it at that moment
 (connect task, then reactor, or the TLS task), and ownership passes only after the
@@ -31,39 +33,24 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import errno
 import ipaddress
 import itertools
 import logging
 import os
 import socket
-import ssl
 from typing import Any
 
-import attrs
 import trio
 
-from jst.daemon import iopoll, wire
+from jst.daemon import iopoll, iotcpclose, iotcptls, wire
 from jst.daemon.ioqueue import SessionIO
-from jst.daemon.websocket import STREAM_ERRORS
+from jst.daemon.iotcpconn import READ_SIZE, SOCKET_BUFFER_CAP, TcpConn, TcpState
+from jst.daemon.iotcptls import stream_socket
 
 log = logging.getLogger("jst.daemon.io")
 
-# Python pays per message, not per byte: one large read becomes one TCP_RECV frame.
-# Measured with `make bench` (1 socket, download): 16 KiB reads reach about a third of
-# what 128 KiB reads do; 256 KiB adds nothing more and doubles the worst-case queue memory.
-READ_SIZE = 128 * 1024
-# Unsent TCP_SEND bytes one socket may hold before the session waits for it (§9.9).
-SOCKET_BUFFER_CAP = 16 * 1024 * 1024
-# Queued TCP_SEND chunks are joined into writes of up to this size.
-WRITE_JOIN_LIMIT = 256 * 1024
 CONNECT_TIMEOUT = 30.0  # §6.5
-TLS_HANDSHAKE_TIMEOUT = 30.0  # §6.6
-# After a client TCP_CLOSE, how long unsent data may take to reach a slow peer.
-CLOSE_FLUSH_TIMEOUT = 30.0
-# After that flush and the FIN, how long we keep draining until the peer closes too.
-CLOSE_LINGER = 5.0
 # Accepted sockets get daemon-assigned ids from here up; the engine's own counter starts
 # at 1, so the two ranges cannot meet in practice (§9.7), and ids in use are skipped.
 FIRST_ACCEPT_ID = 0x8000_0000
@@ -73,70 +60,11 @@ _HAVE_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 # Sockets closed between two checkpoints when a session ends.
 CLOSE_BATCH = 256
 
-
-class TcpState(enum.Enum):
-    CONNECTING = "connecting"  # counted in Stats.pending_connects
-    PENDING = "pending"  # connected, not yet activated: Stats.pending_tcp
-    ACTIVE = "active"  # Stats.tcp_sockets
-    CLOSED = "closed"
-
-
 _STAT_FOR_STATE = {
     TcpState.CONNECTING: "pending_connects",
     TcpState.PENDING: "pending_tcp",
     TcpState.ACTIVE: "tcp_sockets",
 }
-
-
-@attrs.define(eq=False)
-class TcpConn:
-    """One TCP socket of a session, from TCP_CONNECT (or accept) to its close.
-
-    Kept small (slots, everything else created when needed): a session may hold ten
-    thousand of these while they wait for their first TCP_SEND.
-    """
-
-    socket_id: int
-    state: TcpState = TcpState.CLOSED
-    # The plain socket while the reactor owns it (non-blocking, registered or not).
-    sock: socket.socket | None = None
-    interest: int = 0  # what it is registered for in the readiness set (0: not at all)
-    # The task owning it (connecting, TLS, graceful close), cancelled by an abort.
-    scope: trio.CancelScope | None = None
-    stream: trio.abc.Stream | None = None  # the TLS path: SSLStream over a SocketStream
-    # TCP_SEND data not yet written, in order.
-    outgoing: collections.deque[bytes | memoryview] | None = None
-    outgoing_bytes: int = 0
-    space_ready: trio.Event | None = None  # the session waits for it above the cap
-    data_ready: trio.Event | None = None  # the TLS writer task waits for it
-    write_scope: trio.CancelScope | None = None
-    secure_request_id: int = -1  # set by TCP_SECURE until its handshake is done
-    write_failed: bool = False
-    close_requested: bool = False
-    close_sent: bool = False
-    dirty: bool = False  # has data waiting for flush_dirty
-
-
-def take_outgoing(conn: TcpConn) -> bytes | memoryview:
-    """The next write for a socket: queued chunks joined up to ``WRITE_JOIN_LIMIT``.
-
-    Small TCP_SEND chunks are joined so one system call carries many; a large chunk is
-    written as it is, so joining never copies megabytes (or doubles peak memory).
-    """
-    chunks = conn.outgoing
-    assert chunks
-    first = chunks.popleft()
-    size = len(first)
-    if size >= WRITE_JOIN_LIMIT or not chunks:
-        conn.outgoing_bytes -= size
-        return first
-    parts = [first]
-    while chunks and size + len(chunks[0]) <= WRITE_JOIN_LIMIT:
-        chunk = chunks.popleft()
-        parts.append(chunk)
-        size += len(chunk)
-    conn.outgoing_bytes -= size
-    return b"".join(parts)
 
 
 def strip_brackets(host: str) -> str:
@@ -151,21 +79,6 @@ def is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-_tls_contexts: dict[bool, ssl.SSLContext] = {}
-
-
-def tls_context(skip_verify: bool) -> ssl.SSLContext:
-    """The system trust store (honours SSL_CERT_FILE/SSL_CERT_DIR); built once per kind."""
-    context = _tls_contexts.get(skip_verify)
-    if context is None:
-        context = ssl.create_default_context()
-        if skip_verify:  # flags bit 0: no certificate and no host name check (§6.6)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        _tls_contexts[skip_verify] = context
-    return context
 
 
 def plain_socket(tsock: trio.socket.SocketType) -> socket.socket:
@@ -260,7 +173,7 @@ class TcpSockets:
             sock.close()
             conn.sock = None
         if conn.stream is not None:
-            trio_sock = _stream_socket(conn.stream)
+            trio_sock = stream_socket(conn.stream)
             if trio_sock is not None:
                 trio_sock.close()
         if self.conns.get(conn.socket_id) is conn:
@@ -274,7 +187,7 @@ class TcpSockets:
         if conn.scope is not None:
             conn.scope.cancel()  # the task closes what it holds on its way out
             if conn.stream is not None:
-                trio_sock = _stream_socket(conn.stream)
+                trio_sock = stream_socket(conn.stream)
                 if trio_sock is not None:
                     trio_sock.close()  # wakes the task at once (trio notifies waiters)
             return
@@ -405,52 +318,11 @@ class TcpSockets:
         if conn.space_ready is not None and conn.outgoing_bytes <= SOCKET_BUFFER_CAP:
             conn.space_ready.set()
 
-    def secure(self, request: wire.TcpSecure, request_id: int) -> bool:
-        """Start TLS on a pending socket; False when refused at once (§6.6)."""
-        conn = self.conns.get(request.socket_id)
-        if (
-            conn is None
-            or conn.state is not TcpState.PENDING
-            or conn.sock is None
-            or conn.secure_request_id >= 0
-        ):
-            return False  # unknown, still connecting, already activated
-        conn.secure_request_id = request_id
-        if conn.interest:
-            self.poller.unregister(conn.sock)
-            conn.interest = 0
-        tsock = trio.socket.from_stdlib_socket(conn.sock)
-        conn.sock = None
-        conn.stream = trio.SocketStream(tsock)
-        conn.scope = trio.CancelScope()
-        self.io.nursery.start_soon(self.tls_task, conn, request)
-        return True
-
-    def close(self, socket_id: int) -> None:
-        conn = self.conns.pop(socket_id, None)
-        if conn is None:
-            return
-        if conn.state is not TcpState.ACTIVE:
-            self.abort(conn)  # connecting, pending, or in its TLS handshake: silent
-            return
-        # Flush what the client sent, FIN, then report the close (§6.5).
-        conn.close_requested = True
-        if conn.stream is not None:  # TLS: its writer task does it
-            if conn.data_ready is not None:
-                conn.data_ready.set()
-            if conn.space_ready is not None:
-                conn.space_ready.set()
-            if conn.write_scope is not None:
-                conn.write_scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
-            return
-        if conn.interest:
-            assert conn.sock is not None
-            self.poller.unregister(conn.sock)
-            conn.interest = 0
-        if conn.space_ready is not None:
-            conn.space_ready.set()
-        conn.scope = trio.CancelScope()
-        self.io.nursery.start_soon(self.closing_task, conn)
+    # The two rare, task-owned phases of a socket, in their own modules: bound here as
+    # methods, so the session calls ``tcp.secure(...)`` and ``tcp.close(...)`` with no
+    # extra hop.
+    secure = iotcptls.secure  # TCP_SECURE (§6.6)
+    close = iotcpclose.close  # a client's TCP_CLOSE (§6.5)
 
     # -- the tasks -----------------------------------------------------------------------
 
@@ -535,149 +407,7 @@ class TcpSockets:
         self.queue_close(conn)
         self.forget(conn)
 
-    async def closing_task(self, conn: TcpConn) -> None:
-        """After a client TCP_CLOSE of a plain socket: flush, FIN, TCP_CLOSE, linger."""
-        sock = conn.sock
-        assert sock is not None
-        assert conn.scope is not None
-        try:
-            with conn.scope:
-                with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
-                    while conn.outgoing and not conn.write_failed:
-                        data = take_outgoing(conn)
-                        try:
-                            await trio.lowlevel.wait_writable(sock)
-                            sent = sock.send(data)
-                        except BlockingIOError:
-                            sent = 0
-                        except OSError:
-                            conn.write_failed = True
-                            break
-                        self.stats.bytes_sent += sent
-                        if sent < len(data):
-                            conn.outgoing.appendleft(memoryview(data)[sent:])
-                            conn.outgoing_bytes += len(data) - sent
-                if not conn.write_failed:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_WR)  # FIN after the last byte sent
-                # The client learns of the close now (§6.5 allows this). The socket stays
-                # open a little longer so data the peer still sends is drained rather
-                # than answered with a reset that could destroy what it has not read.
-                await self.outbox.put(wire.encode_tcp_close(conn.socket_id))
-                conn.close_sent = True
-                with trio.move_on_after(CLOSE_LINGER):
-                    while True:
-                        await trio.lowlevel.wait_readable(sock)
-                        try:
-                            if not sock.recv(READ_SIZE):
-                                break
-                        except BlockingIOError:
-                            continue
-                        except OSError:
-                            break
-        except Exception:
-            log.exception("socket %d: unexpected error", conn.socket_id)
-        finally:
-            conn.scope = None
-            trio.lowlevel.notify_closing(sock)
-            self.forget(conn)
-
-    # -- TLS (§6.6) and accepted sockets ------------------------------------------------
-
-    async def tls_task(self, conn: TcpConn, request: wire.TcpSecure) -> None:
-        sid = conn.socket_id
-        assert conn.scope is not None
-        try:
-            with conn.scope:
-                secured = await self.start_tls(conn, request)
-                await self.outbox.put(wire.encode_tcp_secured(conn.secure_request_id, sid, secured))
-                if not secured:
-                    return  # closed and forgotten, no TCP_CLOSE (§6.6)
-                self.move(conn, TcpState.ACTIVE)
-                conn.data_ready = trio.Event()
-                await self.run_stream(conn)
-        except Exception:
-            log.exception("socket %d: unexpected error", sid)
-        finally:
-            self.forget(conn)
-
-    async def start_tls(self, conn: TcpConn, request: wire.TcpSecure) -> bool:
-        assert conn.stream is not None
-        hostname = request.hostname or None
-        with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT):
-            try:
-                tls = trio.SSLStream(
-                    conn.stream,
-                    tls_context(request.skip_verify),
-                    server_hostname=hostname,
-                    # Many servers end without close_notify; treat that as a plain EOF.
-                    https_compatible=True,
-                )
-                await tls.do_handshake()
-            except (trio.BrokenResourceError, OSError, ValueError, ssl.SSLError) as exc:
-                log.debug("socket %d: TLS handshake failed: %s", conn.socket_id, exc)
-                return False
-            conn.stream = tls
-            return True
-        log.debug("socket %d: TLS handshake timed out", conn.socket_id)
-        return False
-
-    async def run_stream(self, conn: TcpConn) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.stream_writer, conn, nursery.cancel_scope)
-            await self.stream_reader(conn)
-            nursery.cancel_scope.cancel()
-
-    async def stream_reader(self, conn: TcpConn) -> None:
-        """Peer → TCP_RECV frames, then one TCP_CLOSE at EOF or on a read error."""
-        stream = conn.stream
-        assert stream is not None
-        while True:
-            try:
-                data = await stream.receive_some(READ_SIZE)
-            except STREAM_ERRORS:
-                break
-            if not data:
-                break
-            if conn.close_requested:
-                continue  # the client has forgotten this socket; drain until it is closed
-            self.stats.bytes_received += len(data)
-            await self.outbox.put(wire.encode_tcp_recv(conn.socket_id, data))
-        if not conn.close_sent:
-            conn.close_sent = True
-            await self.outbox.put(wire.encode_tcp_close(conn.socket_id))
-
-    async def stream_writer(self, conn: TcpConn, active_scope: trio.CancelScope) -> None:
-        """TCP_SEND data → peer, joined per write; after a client TCP_CLOSE: flush, close."""
-        stream = conn.stream
-        assert stream is not None
-        with trio.CancelScope() as conn.write_scope:
-            if conn.close_requested:
-                conn.write_scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
-            while True:
-                if not conn.outgoing:
-                    if conn.close_requested:
-                        break
-                    conn.data_ready = trio.Event()
-                    await conn.data_ready.wait()
-                    continue
-                data = take_outgoing(conn)
-                if conn.space_ready is not None and conn.outgoing_bytes <= SOCKET_BUFFER_CAP:
-                    conn.space_ready.set()
-                if conn.write_failed:
-                    continue
-                try:
-                    await stream.send_all(data)
-                except STREAM_ERRORS:
-                    conn.write_failed = True  # silent (§6.5): the reader reports the close
-                    continue
-                self.stats.bytes_sent += len(data)
-        if not conn.close_requested:
-            return  # a flush cancelled for another reason; the active scope is ending
-        if not conn.close_sent:
-            conn.close_sent = True
-            await self.outbox.put(wire.encode_tcp_close(conn.socket_id))
-        active_scope.cancel()  # TLS cannot half-close; close now
+    # -- accepted sockets ----------------------------------------------------------------
 
     def adopt_accepted(self, listener_id: int, tsock: trio.socket.SocketType, address: Any) -> None:
         """An accepted connection: TCP_ACCEPT now, active at once, the reactor reads it."""
@@ -695,11 +425,3 @@ class TcpSockets:
             self.next_accept_id = sid + 1 if sid < 0xFFFF_FFFF else FIRST_ACCEPT_ID
             if sid not in self.conns:
                 return sid
-
-
-def _stream_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
-        return stream.socket
-    return None

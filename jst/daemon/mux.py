@@ -10,15 +10,16 @@ The nursery tree of one session (``serve_session``)::
             ├── write_loop ................. the only task that sends on the WebSocket
             ├── reactor .................... reads every plain TCP socket (iotcp, iopoll)
             ├── connect_task(id) ........... per TCP_CONNECT, until TCP_CONNECTED
-            ├── tls_task(id) ............... per TCP_SECURE: handshake, reader + writer
-            ├── closing_task(id) ........... per client TCP_CLOSE: flush, FIN, linger
+            ├── tls_task(id) ............... per TCP_SECURE: handshake, reader + writer (iotcptls)
+            ├── closing_task(id) ........... per client TCP_CLOSE: flush, FIN, linger (iotcpclose)
             ├── tcp_listener(id) ........... per TCP_LISTEN: bind, accept loop (iobound)
             ├── udp_socket(id) ............. per UDP_BIND: bind, receive loop (iobound)
             └── udp_send_resolved .......... a UDP_SEND to a host name (resolution is slow)
 
 The modules, along the protocol's seams: ``wire`` (frames, sans-I/O), ``websocket`` and
 ``wsframes`` (RFC 6455), ``ioqueue`` (the outbound queue), ``iopoll`` (the readiness set),
-``iotcp`` (TCP sockets, §6.5–§6.6), ``iobound`` (listeners and UDP, §6.7–§6.9), and this
+``iotcp`` (TCP sockets, §6.5; the TLS path and the graceful close in ``iotcptls`` and
+``iotcpclose``, §6.6, §6.5), ``iobound`` (listeners and UDP, §6.7–§6.9), and this
 one: authentication (§6.4), the dispatch table, and the session's lifetime.
 
 What may cancel what: the WebSocket closing ends ``read_loop``, whose ``finally`` cancels

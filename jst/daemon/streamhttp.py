@@ -20,6 +20,11 @@ client's side of the socket (a ``MSG_PEEK`` receive): EOF cancels the body at on
 waiting or sending; a pipelined request merely ends the watch. Any interrupted body
 leaves h11 mid-message: the connection is then closed, never reused (``serve`` returns
 False).
+
+A reader that stops reading (a paused player, or anyone holding the URL who connects and
+never reads) fills the socket; every wait for it to take more bytes is bounded by
+``SEND_STALL_SECONDS``, after which its response ends the same way, so it cannot hold a
+connection, an open file and a full socket buffer forever.
 """
 
 from __future__ import annotations
@@ -48,6 +53,14 @@ log = logging.getLogger("jst.daemon.stream")
 
 # §2: a reader that waits this long with nothing arriving has its response ended.
 STALL_SECONDS = 60.0
+# The other direction: a client that takes no byte of its response for this long has it
+# ended (connection closed, file closed). Longer than the 10 s the file routes allow
+# (connection.STALL_SECONDS) because a paused player legitimately stops reading with its
+# connection open, and one that resumes within a minute should not have to reconnect;
+# the same as STALL_SECONDS because past that players recover the same way: a new
+# request with a Range. Checked per wait (each time the kernel takes bytes the clock
+# starts again), so a slow but steady reader is never cut.
+SEND_STALL_SECONDS = 60.0
 # Where the OS has no sendfile (Windows), bodies are read and sent in pieces this size.
 FALLBACK_PIECE = 1024 * 1024
 # One sendfile call never asks for more (Linux caps a call near 2 GiB anyway); it
@@ -133,10 +146,22 @@ def _reason(status: int) -> bytes:
 
 
 async def _send(stream: trio.SocketStream, data: bytes) -> None:
-    try:
-        await stream.send_all(data)
-    except STREAM_ERRORS as exc:
-        raise ResponseEnded from exc
+    with trio.move_on_after(SEND_STALL_SECONDS):  # a client that reads nothing (see top)
+        try:
+            await stream.send_all(data)
+        except STREAM_ERRORS as exc:
+            raise ResponseEnded from exc
+        return
+    raise ResponseEnded
+
+
+async def _wait_writable(sock: trio.socket.SocketType) -> None:
+    """Wait until the client has taken bytes; ``ResponseEnded`` if it takes none for
+    ``SEND_STALL_SECONDS`` (a new wait, and so a new clock, after each write)."""
+    with trio.move_on_after(SEND_STALL_SECONDS):
+        await trio.lowlevel.wait_writable(sock)
+        return
+    raise ResponseEnded
 
 
 async def serve(
@@ -305,7 +330,7 @@ async def send_file_range(
         try:
             sent = os.sendfile(out, fd, offset, asked)
         except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
+            await _wait_writable(sock)
             continue
         except (OSError, OverflowError) as exc:  # EPIPE/ECONNRESET: the client left;
             raise ResponseEnded from exc  # EIO: the file; Overflow: an offset past off_t
@@ -316,7 +341,7 @@ async def send_file_range(
         if count and sent < asked:
             # The socket buffer is full: the next call would only fail with EAGAIN.
             # Waiting is also this iteration's checkpoint.
-            await trio.lowlevel.wait_writable(sock)
+            await _wait_writable(sock)
         else:
             await trio.lowlevel.checkpoint()
 
