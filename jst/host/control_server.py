@@ -23,8 +23,8 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not ``typing``: imported before the host starts its daemon
 if TYPE_CHECKING:
     import trio
 

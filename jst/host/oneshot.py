@@ -23,8 +23,12 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+
+# Not ``typing``: this path runs before the host starts its daemon (issue 17).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 ONESHOT_TYPE = "get_browser_endpoint"
 # Chrome has written the message before we run; a client that sends nothing pays this.
