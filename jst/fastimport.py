@@ -7,13 +7,21 @@ slowest step of ``import trio``, paid by the host and by the daemon at every col
 (issue 17). On Linux the answer is fixed: glibc's soname has been ``libpthread.so.0``
 for decades (since 2.34 a stub that still resolves the symbol); on musl that name does
 not load, trio's ``CDLL`` call fails, and it simply leaves its threads unnamed, which
-is also what happens there today. Every other lookup goes to the real function, and
-the real function is put back as soon as trio is imported.
+is also what happens there today.
+
+Importing ``ctypes.util`` itself costs a few ms more (it imports ``shutil``,
+``tempfile``, ``bz2`` and ``lzma``, none of which a cold start needs), so while trio is
+imported ``ctypes.util`` is a stand-in module whose ``find_library`` answers that one
+question, and loads the real module for any other; it is removed as soon as trio is
+imported, so a later ``import ctypes.util`` gets the real one.
 """
 
 from __future__ import annotations
 
 import sys
+import types
+
+PTHREAD_SONAME = "libpthread.so.0"
 
 
 def import_trio() -> None:
@@ -21,15 +29,48 @@ def import_trio() -> None:
         import trio
 
         return
-    import ctypes.util
+    import ctypes
 
-    real = ctypes.util.find_library
+    if "ctypes.util" in sys.modules:
+        _import_trio_patched(sys.modules["ctypes.util"])
+        return
+    stand_in = types.ModuleType("ctypes.util")
 
     def find_library(name: str) -> str | None:
-        return "libpthread.so.0" if name == "pthread" else real(name)
+        if name == "pthread":
+            return PTHREAD_SONAME
+        _remove(stand_in)
+        import ctypes.util
 
-    ctypes.util.find_library = find_library
+        return ctypes.util.find_library(name)
+
+    stand_in.find_library = find_library  # type: ignore[attr-defined]
+    sys.modules["ctypes.util"] = stand_in
+    ctypes.util = stand_in
     try:
         import trio  # noqa: F401
     finally:
-        ctypes.util.find_library = real
+        _remove(stand_in)
+
+
+def _remove(stand_in: types.ModuleType) -> None:
+    import ctypes
+
+    if sys.modules.get("ctypes.util") is stand_in:
+        del sys.modules["ctypes.util"]
+    if getattr(ctypes, "util", None) is stand_in:
+        del ctypes.util
+
+
+def _import_trio_patched(util: types.ModuleType) -> None:
+    """``ctypes.util`` was already loaded: answer the one lookup, then put it back."""
+    real = util.find_library
+
+    def find_library(name: str) -> str | None:
+        return PTHREAD_SONAME if name == "pthread" else real(name)
+
+    util.find_library = find_library  # type: ignore[attr-defined]
+    try:
+        import trio  # noqa: F401
+    finally:
+        util.find_library = real  # type: ignore[attr-defined]
