@@ -32,7 +32,8 @@ def test_worker_threads_are_named_and_ctypes_util_is_the_real_one_after() -> Non
         from jst.fastimport import import_trio
         import_trio()
         import trio
-        print(sorted(m for m in ("shutil", "tempfile", "bz2", "lzma") if m in sys.modules))
+        unused = ("shutil", "tempfile", "bz2", "lzma", "ssl", "_ssl", "idna")
+        print(sorted(m for m in unused if m in sys.modules))
         import ctypes.util
         print(ctypes.util.__file__.endswith("util.py"), bool(ctypes.util.find_library("c")))
 
@@ -45,7 +46,7 @@ def test_worker_threads_are_named_and_ctypes_util_is_the_real_one_after() -> Non
         """
     )
     modules, real_util, thread_name = out.splitlines()
-    assert modules == "[]"  # what ctypes.util would have imported, for nothing
+    assert modules == "[]"  # loaded for nothing at a cold start
     assert real_util == "True True"
     # trio names its worker threads after the function, through libpthread
     assert thread_name.startswith("comm from")
@@ -63,3 +64,20 @@ def test_an_already_loaded_ctypes_util_is_left_as_it_was() -> None:
         """
     )
     assert out == "True True"
+
+
+def test_trio_reaches_the_real_ssl_and_idna_on_first_use() -> None:
+    out = run_fresh(
+        """
+        import sys
+        from jst.fastimport import import_trio
+        import_trio()
+        import trio, trio._ssl, trio._socket
+        context = trio._ssl._stdlib_ssl.create_default_context()  # the first use
+        import ssl, idna
+        print(isinstance(context, ssl.SSLContext), sys.modules["ssl"] is ssl)
+        print(trio._ssl._stdlib_ssl.SSLEOFError is ssl.SSLEOFError)
+        print(trio._socket._idna.encode("bücher.example").decode())
+        """
+    )
+    assert out.splitlines() == ["True True", "True", "xn--bcher-kva.example"]
