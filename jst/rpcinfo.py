@@ -140,6 +140,10 @@ _FIELD_READERS: dict[str, Any] = {
     "str | None": lambda value, _type: None if value is None else _strict_str(value, str),
 }
 _WithExtras = TypeVar("_WithExtras", DownloadRoot, Browser)
+for _cls in (DownloadRoot, Browser):  # a new field needs its reader: say so at import
+    for _field in attrs.fields(_cls):
+        if _field.name != "extra" and str(_field.type) not in _FIELD_READERS:
+            raise TypeError(f"no reader for {_cls.__name__}.{_field.name}: {_field.type}")
 # What a value that does not fit raises (a root or profile is then kept verbatim).
 _STRUCTURE_ERRORS = (TypeError, ValueError, KeyError)
 
