@@ -9,10 +9,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Editable install with the test extras; rerun after pyproject.toml changes.
-# compileall: an editable install leaves jst's own modules uncompiled, and where
-# PYTHONDONTWRITEBYTECODE is set (it is on some machines) every start of the host and
-# the daemon would compile them again: 60+ ms of each cold start (issue 17).
+# Editable install with the test extras; rerun after pyproject.toml changes. The package's
+# bytecode is compiled here: where PYTHONDONTWRITEBYTECODE is set (or the checkout is not
+# writable by the user the browser runs) every host and daemon start would otherwise
+# compile jst from source, ~20 ms of each cold start (issue 17).
 dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m compileall -q jst

@@ -7,10 +7,7 @@ inherits it) and the daemon raises it again for callers that start it directly.
 
 from __future__ import annotations
 
-import logging
 import sys
-
-log = logging.getLogger("jst")
 
 # macOS refuses RLIM_INFINITY (and anything above OPEN_MAX) for the soft limit: there a
 # large number is asked first, then 10240, its usual OPEN_MAX.
@@ -35,6 +32,9 @@ def raise_open_file_limit() -> int | None:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError) as exc:
+            import logging  # not at import: the host calls us before it starts its daemon
+
+            log = logging.getLogger("jst")
             log.debug("cannot raise the open-file limit to %d: %s", wanted, exc)
             continue
         soft = wanted

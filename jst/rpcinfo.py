@@ -11,27 +11,24 @@ Design notes
 * Unknown keys survive a round trip (§9.28): each object carries an ``extra`` dict that
   is written back after the known keys.
 * Strict types: JSON ``true`` is not the integer 1 and ``5`` is not the string ``"5"``
-  (cattrs' default hooks would convert both); unsigned ranges are checked.
+  (a lenient converter would convert both); unsigned ranges are checked.
 * Compact output with keys in the original's order, UTF-8, no ASCII escaping (serde_json's
   behaviour). Pretty-printed input is fine: it is just JSON.
 * Only what we can write back is read. Valid JSON that is nested deeper than
   ``MAX_DEPTH`` (a real file is 4 levels deep; 5,000 levels exhaust the parser's
   recursion) or that holds a lone surrogate (``"\\ud800"``, which no UTF-8 writer can
   emit) is an ``RpcInfoError`` like any other unparsable file, never a crash.
-* cattrs (~20 ms to import and to build the hooks) is loaded by the first parse or dump,
-  not by ``import jst.rpcinfo``: a daemon under a host gets its config over the control
-  channel and never parses the file, yet imports this module for its types (issue 17).
+* Read and written by hand, not with cattrs: two flat classes do not need it, and
+  importing it and building its hooks cost ~20 ms of the first handshake, on the path
+  every cold start waits for (issue 17).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import attrs
-
-if TYPE_CHECKING:
-    import cattrs
 
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
@@ -135,83 +132,72 @@ def _strict_bool(value: Any, _type: Any) -> bool:
     return value
 
 
-_converter_cache: list[cattrs.Converter] = []
+# How a field of DownloadRoot or Browser is read, by its annotation (strict, see the notes).
+_FIELD_READERS: dict[str, Any] = {
+    "str": _strict_str,
+    "int": _strict_int,
+    "bool": _strict_bool,
+    "str | None": lambda value, _type: None if value is None else _strict_str(value, str),
+}
+_WithExtras = TypeVar("_WithExtras", DownloadRoot, Browser)
+for _cls in (DownloadRoot, Browser):  # a new field needs its reader: say so at import
+    for _field in attrs.fields(_cls):
+        if _field.name != "extra" and str(_field.type) not in _FIELD_READERS:
+            raise TypeError(f"no reader for {_cls.__name__}.{_field.name}: {_field.type}")
+# What a value that does not fit raises (a root or profile is then kept verbatim).
+_STRUCTURE_ERRORS = (TypeError, ValueError, KeyError)
 
 
-def _converter() -> cattrs.Converter:
-    """The one converter, built on first use (see the module notes)."""
-    if not _converter_cache:
-        _converter_cache.append(_build_converter())
-    return _converter_cache[0]
+def _structure_with_extras(value: Any, cls: type[_WithExtras]) -> _WithExtras:
+    """``cls`` from a dict: each known key read strictly (absent: the field's default,
+    else ``KeyError``), unknown keys kept in ``extra``."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    kwargs: dict[str, Any] = {}
+    known = set()
+    for field in attrs.fields(cls):
+        if field.name == "extra":
+            continue
+        known.add(field.name)
+        if field.name in value:
+            kwargs[field.name] = _FIELD_READERS[str(field.type)](value[field.name], field.type)
+        elif field.default is attrs.NOTHING:
+            raise KeyError(field.name)
+    obj = cls(**kwargs)
+    obj.extra = {k: v for k, v in value.items() if k not in known}
+    return obj
 
 
-def _build_converter() -> cattrs.Converter:
-    import cattrs
-
-    converter = cattrs.Converter()
-    converter.register_structure_hook(str, _strict_str)
-    converter.register_structure_hook(int, _strict_int)
-    converter.register_structure_hook(bool, _strict_bool)
-    _register_with_extras(converter, DownloadRoot)
-    _register_with_extras(converter, Browser)
-    return converter
-
-
-def _register_with_extras(converter: cattrs.Converter, cls: type[Any], *omitted: str) -> None:
-    """Structure ``cls`` from a dict, keeping unknown keys in its ``extra`` field."""
-    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-
-    omit = {name: override(omit=True) for name in ("extra", *omitted)}
-    structure = make_dict_structure_fn(cls, converter, **omit)  # type: ignore[arg-type]
-    unstructure = make_dict_unstructure_fn(cls, converter, **omit)  # type: ignore[arg-type]
-    known = {a.name for a in attrs.fields(cls)}
-
-    def structure_hook(value: Any, _type: Any) -> Any:
-        if not isinstance(value, dict):
-            raise TypeError(f"expected an object, got {type(value).__name__}")
-        obj = structure(value, cls)
-        obj.extra = {k: v for k, v in value.items() if k not in known}
-        return obj
-
-    def unstructure_hook(obj: Any) -> dict[str, Any]:
-        out: dict[str, Any] = unstructure(obj)
-        for k, v in obj.extra.items():
-            out.setdefault(k, v)
-        return out
-
-    converter.register_structure_hook(cls, structure_hook)
-    converter.register_unstructure_hook(cls, unstructure_hook)
+def _unstructure_with_extras(obj: DownloadRoot | Browser) -> dict[str, Any]:
+    """The known fields in declaration order, then the unknown keys kept on read."""
+    out: dict[str, Any] = {
+        field.name: getattr(obj, field.name)
+        for field in attrs.fields(type(obj))
+        if field.name != "extra"
+    }
+    for k, v in obj.extra.items():
+        out.setdefault(k, v)
+    return out
 
 
-def _structure_errors() -> tuple[type[Exception], ...]:
-    """What a structure call raises for data that does not fit (cattrs loaded by now)."""
-    from cattrs import BaseValidationError
-
-    return (BaseValidationError, TypeError, ValueError, KeyError)
-
-
-def _structure_roots(
-    raw: Any, converter: cattrs.Converter, errors: tuple[type[Exception], ...]
-) -> tuple[list[DownloadRoot], list[Any]]:
+def _structure_roots(raw: Any) -> tuple[list[DownloadRoot], list[Any]]:
     if not isinstance(raw, list):
         raise TypeError("download_roots must be an array")
     roots: list[DownloadRoot] = []
     unparsed: list[Any] = []
     for item in raw:
         try:
-            roots.append(converter.structure(item, DownloadRoot))
-        except errors:
+            roots.append(_structure_with_extras(item, DownloadRoot))
+        except _STRUCTURE_ERRORS:
             unparsed.append(item)
     return roots, unparsed
 
 
-def _structure_profile(
-    value: Any, converter: cattrs.Converter, errors: tuple[type[Exception], ...]
-) -> Profile:
+def _structure_profile(value: Any) -> Profile:
     if not isinstance(value, dict):
         raise TypeError("a profile must be an object")
-    roots, unparsed_roots = _structure_roots(value.get("download_roots"), converter, errors)
-    browser = converter.structure(value.get("browser"), Browser)
+    roots, unparsed_roots = _structure_roots(value.get("download_roots"))
+    browser = _structure_with_extras(value.get("browser"), Browser)
     return Profile(
         pid=_strict_int(value["pid"], int),
         port=_strict_int(value["port"], int),
@@ -282,16 +268,15 @@ def parse_rpc_info(data: bytes) -> RpcInfo:
         version=version,
         extra={k: v for k, v in doc.items() if k not in ("version", "profiles")},
     )
-    converter, errors = _converter(), _structure_errors()
     for raw in raw_profiles:
         try:
-            info.profiles.append(_structure_profile(raw, converter, errors))
-        except errors:
+            info.profiles.append(_structure_profile(raw))
+        except _STRUCTURE_ERRORS:
             info.unparsed_profiles.append(raw)
     return info
 
 
-def _unstructure_profile(profile: Profile, converter: cattrs.Converter) -> dict[str, Any]:
+def _unstructure_profile(profile: Profile) -> dict[str, Any]:
     out: dict[str, Any] = {
         "extension_id": profile.extension_id,
         "install_id": profile.install_id,
@@ -300,8 +285,8 @@ def _unstructure_profile(profile: Profile, converter: cattrs.Converter) -> dict[
         "token": profile.token,
         "started": profile.started,
         "last_used": profile.last_used,
-        "browser": converter.unstructure(profile.browser),
-        "download_roots": [converter.unstructure(r) for r in profile.download_roots]
+        "browser": _unstructure_with_extras(profile.browser),
+        "download_roots": [_unstructure_with_extras(r) for r in profile.download_roots]
         + list(profile.unparsed_roots),
     }
     for k, v in profile.extra.items():
@@ -311,11 +296,9 @@ def _unstructure_profile(profile: Profile, converter: cattrs.Converter) -> dict[
 
 def dump_rpc_info(info: RpcInfo) -> bytes:
     """Serialize compactly, in the original's key order, keeping unknown data."""
-    converter = _converter()
     doc: dict[str, Any] = {
         "version": info.version,
-        "profiles": [_unstructure_profile(p, converter) for p in info.profiles]
-        + list(info.unparsed_profiles),
+        "profiles": [_unstructure_profile(p) for p in info.profiles] + list(info.unparsed_profiles),
     }
     for k, v in info.extra.items():
         doc.setdefault(k, v)

@@ -335,3 +335,47 @@ def test_umbrella_command_runs_the_daemon(daemon_env: DaemonEnv) -> None:
     usage = subprocess.run([jst, "link-handler"], capture_output=True, timeout=20, check=False)
     assert usage.returncode == 2  # the link-handler needs its one argument
     assert b"the following arguments are required: target" in usage.stderr
+
+
+HOST_LINES = [
+    # jst-native-host (launch.spawn) on Unix, and with --port where fds cannot be passed
+    ["--listen-fd", "3", "--parent-pid", "77", "--install-id", "", "--host-control",
+     "unix:/run/x/control", "--token-fd", "4"],
+    ["--port", "0", "--parent-pid", "77", "--install-id", "abc", "--host-control",
+     "tcp:127.0.0.1:5000"],
+    # jst service: its link and an idle bound
+    ["--listen-fd", "5", "--install-id", "i", "--service-link", "unix:/s", "--idle-exit", "30"],
+    ["--install-id", "x", "--idle-exit", "1e3", "--port", "65535"],
+]  # fmt: skip
+OTHER_LINES = [
+    ["--install-id", "x", "--token", "t"],  # a token on argv: argparse's business
+    ["--install-id=x"],
+    ["--install-id", "x", "--install-id", "y"],
+    ["--install-id", "-x"],
+    ["--port", "65536", "--install-id", "x"],
+    ["--port", "-1", "--install-id", "x"],
+    ["--listen-fd", "٣", "--install-id", "x"],  # a digit, but not ASCII
+    ["--idle-exit", "soon", "--install-id", "x"],
+    ["--parent-pid", "1"],  # no --install-id
+    ["--install", "x"],  # an abbreviation
+    ["--version"],
+    ["--install-id"],
+]
+
+
+@pytest.mark.parametrize("argv", HOST_LINES)
+def test_the_hosts_command_lines_parse_as_argparse_parses_them(argv: list[str]) -> None:
+    """The daemon reads its host's command line without argparse (issue 17: ~7 ms of
+    every cold start); what it reads must be exactly what argparse reads."""
+    from jst.daemon.cli import parse_pairs, parser
+
+    fast = parse_pairs(argv)
+    assert fast is not None
+    assert vars(fast) == vars(parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", OTHER_LINES)
+def test_every_other_command_line_is_left_to_argparse(argv: list[str]) -> None:
+    from jst.daemon.cli import parse_pairs
+
+    assert parse_pairs(argv) is None

@@ -24,15 +24,20 @@ profile, so that our imports run while it does its own work.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import types
 
 from jst import __version__
+
+TYPE_CHECKING = False  # not ``typing``: nothing before the port line imports it
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
 
 TOKEN_ENV = "JST_IO_DAEMON_TOKEN"  # noqa: S105 (a variable name, not a secret)
 DEV_ORIGINS_ENV = "JSTORRENT_DEV_ORIGINS"
@@ -46,6 +51,8 @@ def _unsigned(bits: int) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         if not text.isascii() or not text.isdigit() or int(text) > limit:
+            import argparse
+
             raise argparse.ArgumentTypeError(f"must be an integer from 0 to {limit}")
         return int(text)
 
@@ -54,6 +61,8 @@ def _unsigned(bits: int) -> Callable[[str], int]:
 
 
 def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog=prog,
         description="jst io-daemon: loopback HTTP + WebSocket server for the JSTorrent extension.",
@@ -107,6 +116,55 @@ def parser(prog: str = "jst-io-daemon") -> argparse.ArgumentParser:
     return p
 
 
+# What jst-native-host and jst service write (launch.spawn): ``--option value`` pairs, each
+# option once. Parsed without argparse, whose import and parser construction cost ~7 ms of
+# every cold start (issue 17); any other form, a bad value, ``--help`` or ``--version``
+# goes to argparse, which gives the same result or the same error as always.
+_PAIRS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "--port": ("port", _unsigned(16)),
+    "--listen-fd": ("listen_fd", _unsigned(31)),
+    "--token-fd": ("token_fd", _unsigned(31)),
+    "--parent-pid": ("parent_pid", _unsigned(32)),
+    "--install-id": ("install_id", str),
+    "--host-control": ("host_control", str),
+    "--service-link": ("service_link", str),
+    "--idle-exit": ("idle_exit", float),
+}
+_DEFAULTS: dict[str, object] = {
+    "port": 0,
+    "token": None,
+    "token_stdin": False,
+    "token_fd": None,
+    "parent_pid": None,
+    "install_id": None,
+    "listen_fd": None,
+    "host_control": None,
+    "service_link": None,
+    "idle_exit": None,
+}
+
+
+def parse_pairs(argv: Sequence[str]) -> types.SimpleNamespace | None:
+    """``argv`` as ``parser().parse_args`` reads it, if it is plain option/value pairs
+    (``--install-id`` among them); ``None`` for anything else."""
+    if len(argv) % 2:
+        return None
+    values = dict(_DEFAULTS)
+    seen: set[str] = set()
+    for option, value in zip(argv[::2], argv[1::2], strict=True):
+        spec = _PAIRS.get(option)
+        if spec is None or option in seen or value.startswith("-"):
+            return None
+        seen.add(option)
+        try:
+            values[spec[0]] = spec[1](value)
+        except Exception:  # argparse parses it again and says what is wrong
+            return None
+    if "--install-id" not in seen:
+        return None
+    return types.SimpleNamespace(**values)
+
+
 def read_token_fd(fd: int) -> str:
     """The first line readable from ``fd`` (at most ``MAX_TOKEN`` bytes); closes ``fd``."""
     data = b""
@@ -121,7 +179,7 @@ def read_token_fd(fd: int) -> str:
     return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
 
 
-def read_token(args: argparse.Namespace, p: argparse.ArgumentParser) -> str:
+def read_token(args: Any, fail: Callable[[str], NoReturn]) -> str:
     token: str | None = args.token
     if token is None and args.token_stdin:
         token = sys.stdin.readline().rstrip("\r\n")
@@ -129,17 +187,17 @@ def read_token(args: argparse.Namespace, p: argparse.ArgumentParser) -> str:
         try:
             token = read_token_fd(args.token_fd)
         except OSError as exc:
-            p.error(f"cannot read the token from fd {args.token_fd}: {exc.strerror or exc}")
+            fail(f"cannot read the token from fd {args.token_fd}: {exc.strerror or exc}")
     if token is None:
         token = os.environ.get(TOKEN_ENV)
     os.environ.pop(TOKEN_ENV, None)
     if token is None:
-        p.error(
+        fail(
             "the following arguments are required: --token "
             f"(or --token-stdin, --token-fd, ${TOKEN_ENV})"
         )
     if not token:
-        p.error("the token must not be empty")
+        fail("the token must not be empty")
     return token
 
 
@@ -182,11 +240,16 @@ def announce_port(port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
-    p = parser(prog)
-    args = p.parse_args(argv)
+    args: Any = parse_pairs(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        args = parser(prog).parse_args(argv)
+
+    def fail(message: str) -> NoReturn:
+        parser(prog).error(message)
+
     if args.idle_exit is not None and not args.idle_exit > 0:
-        p.error("--idle-exit must be a positive number of seconds")
-    token = read_token(args, p)
+        fail("--idle-exit must be a positive number of seconds")
+    token = read_token(args, fail)
     # From here on SIGINT/SIGTERM must mean "exit 0 gracefully", even in the ~150 ms
     # before trio runs (a host may stop us right after reading the port line): remember
     # them now, and main.watch_signals acts on what arrived early.

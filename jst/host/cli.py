@@ -13,6 +13,7 @@ the daemon's start and ours overlap.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args in (["--help"], ["-h"]):
         print(USAGE, end="")
         return 0
+
+    # No cyclic collection while the modules load (as the daemon, see its cli.py): the
+    # collections it would run walk nothing but fresh module objects. Turned back on,
+    # with those objects frozen out of its way, before the host runs.
+    gc.disable()
 
     from jst.host import oneshot
 
@@ -76,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # handshake, its write of rpc-info.json covers the startup one (issue 17).
         first_read=in_stream.done if stdio.input_waiting(in_fd) else None,
     )
+    gc.freeze()
+    gc.enable()
     trio.run(host.run)
     return 0
 

@@ -23,8 +23,8 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not ``typing``: imported before the host starts its daemon
 if TYPE_CHECKING:
     import trio
 
@@ -79,6 +79,21 @@ def base_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isdir(runtime):
         return runtime
+    return temp_dir()
+
+
+def temp_dir() -> str:
+    """``tempfile.gettempdir()``'s usual answer without importing tempfile and without its
+    probe (a file written and removed in each candidate): ~10 ms before the daemon starts
+    (issue 17). The first of ``$TMPDIR``, ``$TEMP``, ``$TMP``, ``/tmp``, ``/var/tmp``,
+    ``/usr/tmp`` that is a directory we may write to; else tempfile decides. A wrong
+    guess costs nothing but time: the host binds its control socket again once it runs."""
+    candidates = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
+    candidates += ["/tmp", "/var/tmp", "/usr/tmp"]  # noqa: S108 (tempfile's own list)
+    if sys.platform != "win32":
+        for candidate in candidates:
+            if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+                return os.path.abspath(candidate)
     import tempfile
 
     return tempfile.gettempdir()

@@ -23,8 +23,12 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+
+# Not ``typing``: this path runs before the host starts its daemon (issue 17).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 ONESHOT_TYPE = "get_browser_endpoint"
 # Chrome has written the message before we run; a client that sends nothing pays this.
@@ -104,18 +108,23 @@ def answer(message: dict[str, Any], argv: Sequence[str]) -> dict[str, Any]:
         return {"error": "'installId' must be a non-empty string of at most 256 characters"}
     from jst.service import client, paths
 
+    request = {
+        "op": ONESHOT_TYPE,
+        "installId": install_id,
+        "extensionId": extension_id(argv),
+        "pid": os.getpid(),
+    }
     try:
-        if not client.ensure_service():
-            return {"error": "The jst service did not start within 3 s (see jst-service.log)"}
-        reply = client.request(
-            {
-                "op": ONESHOT_TYPE,
-                "installId": install_id,
-                "extensionId": extension_id(argv),
-                "pid": os.getpid(),
-            },
-            timeout=ANSWER_TIMEOUT,
-        )
+        # Ask at once (the runtime directory checked first, as ensure_service does); only
+        # when nothing listens, start a service. Not ensure_service then request: its
+        # probe is one more connection the service must take before ours (issue 17).
+        sock_path = paths.socket_path(paths.runtime_dir())
+        try:
+            reply = client.request(request, timeout=ANSWER_TIMEOUT, path=sock_path)
+        except client.ServiceUnreachable:
+            if not client.ensure_service():
+                return {"error": "The jst service did not start within 3 s (see jst-service.log)"}
+            reply = client.request(request, timeout=ANSWER_TIMEOUT)
     except paths.RuntimeDirError as exc:
         return {"error": f"Cannot use the jst runtime directory: {exc}"}
     except (client.ServiceUnreachable, client.ServiceError) as exc:

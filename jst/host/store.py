@@ -30,8 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 from jst import faults
 from jst.host.filelock import locked
 from jst.host.profiles import HostRecord, merge
@@ -176,4 +174,6 @@ def pause(seconds: float) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    import psutil  # only for a temporary entry of another host: not at every cold start
+
     return bool(psutil.pid_exists(pid))

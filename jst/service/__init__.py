@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not ``typing``: the one-shot host imports this package (issue 17)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def query_status(timeout: float) -> dict[str, Any] | None:

@@ -199,8 +199,14 @@ def main() -> None:
         env.root.mkdir()
         env.write_rpc_info()
         to_port, to_health = startup_ms(env, args.spawns)
+        py_ms = statistics.median(coldstart.bare_python_ms() for _ in range(args.spawns))
         rows.append(
-            ("startup_ms (to port line)", f"{statistics.median(to_port):.0f}", "target <= 300", "")
+            (
+                "startup_ms (to port line)",
+                f"{statistics.median(to_port):.0f}",
+                "target <= 50",
+                f"median of {args.spawns}; `python -c pass` {py_ms:.0f} ms",
+            )
         )
         rows.append(
             (
