@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 
 from jst_tests.daemonproc import ROOT_KEY, RunningDaemon, b64
 from jst_tests.httpclient import HttpClient, raw_exchange
@@ -44,6 +45,26 @@ async def test_health_needs_no_token_and_says_ok(client: HttpClient) -> None:
     reply = await client.request("GET", "/health")
     assert (reply.status, reply.reason, reply.text) == (200, b"OK", "ok")
     assert reply.header("content-type") == "text/plain; charset=utf-8"
+
+
+async def test_connection_close_is_honoured_and_nothing_after_it_is_answered(
+    daemon: RunningDaemon,
+) -> None:
+    # A probe's "Connection: close": one answer that says so, then the daemon closes; a
+    # request the client pipelined after it is not served.
+    first = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    second = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    received = b""
+    async with stream:
+        await stream.send_all(first + second)
+        with trio.fail_after(5):  # the daemon's close ends this loop, not the bound
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nconnection: close" in head.lower()
+    assert body == b"ok"  # and no second response
 
 
 async def test_every_other_route_answers_401_with_an_empty_body_without_a_token(

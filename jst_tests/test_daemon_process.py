@@ -216,15 +216,18 @@ LOADED_ON_FIRST_USE = (
 )
 
 
+# A probe may ask to close (urllib does): that answer loads no h11 either.
+@pytest.mark.parametrize("connection", ["keep-alive", "close"])
 async def test_the_first_health_answer_loads_no_session_stream_or_file_module(
-    daemon_env: DaemonEnv,
+    daemon_env: DaemonEnv, connection: str
 ) -> None:
     importtime = [sys.executable, "-X", "importtime", "-m", "jst.daemon.cli"]
     proc = spawn(daemon_env, command=importtime)
     try:
         port = read_port_line(proc)
         async with HttpClient(port) as client:
-            assert (await client.request("GET", "/health")).status == 200
+            reply = await client.request("GET", "/health", [("Connection", connection)])
+            assert reply.status == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         trace = proc.stderr.read().decode("utf-8", "replace")  # EOF: the daemon has exited

@@ -46,7 +46,7 @@ def assert_agrees(head: bytes) -> None:
         return
     view = h11_view(head)
     assert view is not None, head
-    req, length = parsed
+    req, length, _close = parsed
     method, target, headers, h11_length = view
     assert req.method.encode() == method
     assert req.raw_path + (b"?" + req.query if b"?" in target else b"") == target
@@ -58,9 +58,21 @@ def test_the_engines_head_takes_the_fast_path() -> None:
     parsed = parse_simple_head(ENGINE_HEAD)
     assert parsed is not None
     assert_agrees(ENGINE_HEAD)
-    req, length = parsed
-    assert (req.method, req.raw_path, length) == ("GET", b"/read/0123456789abcdef", 0)
+    req, length, close = parsed
+    assert (req.method, req.raw_path, length, close) == ("GET", b"/read/0123456789abcdef", 0, False)
     assert req.header(b"x-length") == b"16384"
+
+
+@pytest.mark.parametrize("value", [b"close", b"Close", b"CLOSE"])
+def test_a_request_that_asks_to_close_takes_the_fast_path_and_says_so(value: bytes) -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: " + value + b"\r\n\r\n"
+    parsed = parse_simple_head(head)
+    assert parsed is not None
+    assert parsed[2] is True
+    assert_agrees(head)
+    keep = parse_simple_head(head.replace(b": " + value, b": keep-alive"))
+    assert keep is not None
+    assert keep[2] is False
 
 
 @pytest.mark.parametrize(
@@ -71,7 +83,7 @@ def test_the_engines_head_takes_the_fast_path() -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, upgrade\r\n\r\n",
         b"GET /io HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",

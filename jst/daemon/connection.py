@@ -265,11 +265,11 @@ class HttpConnection:
 
     # --- the fast path -----------------------------------------------------------------
 
-    async def serve_fast(self, req: Request, length: int) -> bool:
+    async def serve_fast(self, req: Request, length: int, close_requested: bool) -> bool:
         """Serve one plain request; True if the connection may carry another."""
         self.body_left = length
         response = await self.respond(req, self.read_fast_body)
-        close = self.server.stopping
+        close = close_requested or self.server.stopping
         if self.body_left:
             if len(self.buf) >= self.body_left:  # unread but already here: skip it
                 self.buf = self.buf[self.body_left :]

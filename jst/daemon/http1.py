@@ -7,7 +7,8 @@ went to its state machine (events, header normalisation, per-call checks). The e
 requests all have the same plain shape: ``HTTP/1.1``, a ``Host``, a few headers, and
 either no body or a ``Content-Length`` one. ``parse_simple_head`` parses exactly that
 shape with a handful of regular expressions and returns ``None`` for *anything* else
-(chunked bodies, ``Expect``, ``Connection: close`` or ``Upgrade``, HTTP/1.0, obsolete
+(chunked bodies, ``Expect``, a ``Connection`` other than ``keep-alive`` or ``close``,
+``Upgrade``, HTTP/1.0, obsolete
 line folding, bare LF line ends, a malformed line, a missing or repeated ``Host`` or
 ``Content-Length``). The server then serves that one request through h11, unchanged,
 so every unusual case keeps h11's semantics and error statuses; the fast path never has
@@ -78,8 +79,10 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     return -1
 
 
-def parse_simple_head(head: bytes) -> tuple[Request, int] | None:
-    """(request, content length) for a plain HTTP/1.1 head ending in CRLF CRLF, else None."""
+def parse_simple_head(head: bytes) -> tuple[Request, int, bool] | None:
+    """(request, content length, close) for a plain HTTP/1.1 head ending in CRLF CRLF,
+    else None. ``close``: the client said ``Connection: close`` (the answer is its last:
+    a probe such as a first ``GET /health`` is served without loading h11)."""
     first_end = head.find(b"\r\n")
     match = _REQUEST_LINE.fullmatch(head, 0, first_end)
     if match is None or _FOREIGN_BYTE.search(head) is not None:
@@ -92,7 +95,7 @@ def parse_simple_head(head: bytes) -> tuple[Request, int] | None:
         return None
     headers = []
     length = 0
-    seen_host = seen_length = False
+    seen_host = seen_length = close = False
     for raw_name, raw_value in _FIELD_LINE.findall(head, first_end + 2, block_end):
         name = raw_name.lower()
         value = raw_value.strip(b" \t")
@@ -106,7 +109,10 @@ def parse_simple_head(head: bytes) -> tuple[Request, int] | None:
             seen_length = True
             length = int(value)
         elif name == b"connection":
-            if value.lower() != b"keep-alive":
+            option = value.lower()
+            if option == b"close":
+                close = True
+            elif option != b"keep-alive":
                 return None
         elif name in _SLOW_HEADERS:
             return None
@@ -114,7 +120,7 @@ def parse_simple_head(head: bytes) -> tuple[Request, int] | None:
     if not seen_host:
         return None  # h11 answers 400 (HTTP/1.1 requires Host)
     raw_path, _, query = match[2].partition(b"?")
-    return Request(match[1].decode("ascii"), raw_path, query, tuple(headers)), length
+    return Request(match[1].decode("ascii"), raw_path, query, tuple(headers)), length, close
 
 
 def encode_head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
