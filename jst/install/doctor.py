@@ -95,8 +95,15 @@ def host_check(path: str) -> tuple[bool, str]:
         return False, f"cannot start it: {exc}"
     try:
         assert proc.stdin is not None
-        proc.stdin.write(request)
-        proc.stdin.flush()
+        try:
+            proc.stdin.write(request)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            # It closed its stdin before reading anything: it crashed at once (its exit
+            # status says more, once it has one).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+            raise EOFError from None
         deadline = started + HANDSHAKE_TIMEOUT
         (length,) = nm.HEADER.unpack(_read_exactly(proc, nm.HEADER.size, deadline))
         if length > nm.MAX_OUTBOUND:  # Chrome would drop such a frame too
