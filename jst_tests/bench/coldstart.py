@@ -17,6 +17,7 @@ Run alone: ``python -m jst_tests.bench.coldstart [--runs N]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -28,7 +29,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 EXTENSION_ID = "abcdefghijklmnopabcdefghijklmnop"
 ORIGIN = f"chrome-extension://{EXTENSION_ID}/"
@@ -65,6 +68,47 @@ def _health(port: int) -> bool:
     return head.startswith(b"HTTP/1.1 200")
 
 
+@contextlib.contextmanager
+def spawned_host(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``jst-native-host`` as the browser starts it; at the end its stdin is closed (EOF:
+    the host stops its daemon and exits) and it is waited for, killed if it lingers."""
+    proc = subprocess.Popen(
+        [*host_command(), ORIGIN],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.stdin is not None and not proc.stdin.closed:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def exchange(proc: subprocess.Popen[bytes], request: bytes, start: float, *, eof: bool) -> Any:
+    """Write one Native Messaging frame (then EOF if ``eof``, as ``sendNativeMessage``
+    does) and read the one reply frame."""
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(struct.pack("<I", len(request)) + request)
+    if eof:
+        proc.stdin.close()
+    else:
+        proc.stdin.flush()  # Chrome writes the request as soon as connectNative returns
+    deadline = start + HEALTH_DEADLINE
+    fd = proc.stdout.fileno()
+    (length,) = struct.unpack("<I", _read_exact(fd, 4, deadline))
+    return json.loads(_read_exact(fd, length, deadline))
+
+
 def one_cold_start(base: Path) -> tuple[float, float]:
     """(ms to DaemonInfo, ms to first /health 200) for one host in a fresh config dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JST", "JSTORRENT"))}
@@ -78,42 +122,17 @@ def one_cold_start(base: Path) -> tuple[float, float]:
         }
     ).encode()
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [*host_command(), ORIGIN],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        # Chrome writes the request as soon as connectNative returns: the pipe holds it.
-        proc.stdin.write(struct.pack("<I", len(request)) + request)
-        proc.stdin.flush()
-        deadline = start + HEALTH_DEADLINE
-        fd = proc.stdout.fileno()
-        (length,) = struct.unpack("<I", _read_exact(fd, 4, deadline))
-        reply = json.loads(_read_exact(fd, length, deadline))
+    with spawned_host(env) as proc:
+        reply = exchange(proc, request, start, eof=False)
         info_ms = (time.monotonic() - start) * 1000
         if not reply.get("ok"):
             raise RuntimeError(f"handshake failed: {reply}")
         port = reply["payload"]["port"]
         while not _health(port):
-            if time.monotonic() > deadline:
+            if time.monotonic() > start + HEALTH_DEADLINE:
                 raise TimeoutError("no /health 200 in time")
             time.sleep(0.001)
         health_ms = (time.monotonic() - start) * 1000
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()  # EOF: the host stops its daemon and exits
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     return info_ms, health_ms
 
 
@@ -145,33 +164,11 @@ def one_shot_ms(env: dict[str, str], install_id: str) -> float:
     """Spawn -> the one reply of a one-shot ``get_browser_endpoint`` host."""
     request = json.dumps({"type": "get_browser_endpoint", "installId": install_id}).encode()
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [*host_command(), ORIGIN],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        proc.stdin.write(struct.pack("<I", len(request)) + request)
-        proc.stdin.close()  # sendNativeMessage: one message, then EOF
-        deadline = start + HEALTH_DEADLINE
-        fd = proc.stdout.fileno()
-        (length,) = struct.unpack("<I", _read_exact(fd, 4, deadline))
-        reply = json.loads(_read_exact(fd, length, deadline))
+    with spawned_host(env) as proc:
+        reply = exchange(proc, request, start, eof=True)
         elapsed = (time.monotonic() - start) * 1000
         if "port" not in reply:
             raise RuntimeError(f"one-shot failed: {reply}")
-    finally:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     return elapsed
 
 
