@@ -217,6 +217,7 @@ class BoundSockets:
                 return
             self.stats.bytes_received += len(data)
             await self.outbox.put(wire.encode_udp_recv(udp.socket_id, address[1], address[0], data))
+            self.outbox.send_now()
 
     async def udp_send(self, request: wire.UdpSend) -> None:
         udp = self.udp.get(request.socket_id)

@@ -11,6 +11,7 @@ the peers while the reactor waits for room.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -20,6 +21,19 @@ from jst.daemon.state import Stats
 # Bytes queued for the WebSocket before producers wait: the old bound of 64 frames of
 # 128 KiB, now counted in bytes, so 10,000 small frames do not wait behind 64.
 OUTBOX_LIMIT = 8 * 1024 * 1024
+# ``send_now`` hands at most this much to the socket itself; more is the writer's, whose
+# vectored writes do not copy large frames (the echo replies this is for are tiny).
+SEND_NOW_LIMIT = 64 * 1024
+
+
+class Framed(bytes):
+    """Bytes already framed for the WebSocket (the unsent end of a ``send_now``): the
+    writer sends them as they are, before anything queued after them."""
+
+
+# Writes messages to the socket at once if it can; returns the framed bytes it could
+# not write (None: all written, or the connection is gone).
+DirectSend = Callable[[list[bytes]], "bytes | None"]
 
 
 class Outbox:
@@ -32,6 +46,8 @@ class Outbox:
         self._has_items = trio.Event()
         self._has_space = trio.Event()
         self._has_space.set()
+        self._writer_idle = False  # the writer waits in ``take`` with nothing queued
+        self.direct: DirectSend | None = None
 
     @property
     def full(self) -> bool:
@@ -61,7 +77,11 @@ class Outbox:
         items = self._items
         while not items:
             self._has_items = trio.Event()
-            await self._has_items.wait()
+            self._writer_idle = True
+            try:
+                await self._has_items.wait()
+            finally:
+                self._writer_idle = False
         batch: list[bytes | int] = []
         size = 0
         while items and size < max_bytes:
@@ -73,6 +93,26 @@ class Outbox:
         if self._size < self._limit:
             self._has_space.set()
         return batch
+
+    def send_now(self) -> None:
+        """Write what is queued straight to the socket, if the writer is idle (so nothing
+        is in flight before it) and it is small: a producer that queued a reply saves the
+        writer's wake-up, a round of the scheduler, on the reply's way out (echo latency).
+        What the socket does not take goes back to the queue, framed, in order."""
+        if not self._writer_idle or self.direct is None or not 0 < self._size <= SEND_NOW_LIMIT:
+            return
+        items = self._items
+        messages: list[bytes] = []
+        for item in items:
+            if isinstance(item, (int, Framed)):
+                return  # a close request, or bytes in flight: the writer's business
+            messages.append(item)
+        items.clear()
+        self._size = 0
+        self._has_space.set()
+        rest = self.direct(messages)
+        if rest:
+            self.put_nowait(Framed(rest))
 
 
 @attrs.define(eq=False)

@@ -390,6 +390,7 @@ class TcpSockets:
                 outbox.put_nowait(b"".join((header(conn.socket_id), view[:size])))
                 if outbox.full:
                     break  # the rest stay ready (level-triggered) for the next round
+            outbox.send_now()
 
     def pending_readable(self, conn: TcpConn, sock: socket.socket) -> None:
         """§9.4: the original never reads a pending socket, so a peer that connects and

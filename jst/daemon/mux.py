@@ -7,7 +7,7 @@ The nursery tree of one session (``serve_session``)::
         └── session nursery ................ cancelled when the WebSocket closes
             ├── (body) read_loop ........... reads messages in order, dispatches requests,
             │                                writes TCP_SEND data (no task switch)
-            ├── write_loop ................. the only task that sends on the WebSocket
+            ├── write_loop ................. sends what is queued on the WebSocket
             ├── reactor .................... reads every plain TCP socket (iotcp, iopoll)
             ├── connect_task(id) ........... per TCP_CONNECT, until TCP_CONNECTED
             ├── tls_task(id) ............... per TCP_SECURE: handshake, reader + writer (iotcptls)
@@ -35,6 +35,10 @@ Flow control (§6.11, §9.9):
   (``ioqueue.Outbox``) drained by ``write_loop``. When the WebSocket is slow the queue
   fills, the reactor stops reading sockets, and TCP flow control pushes back on the
   peers. Frames of one socket are produced by one owner at a time, never reordered.
+  One shortcut: when the writer is idle (nothing in flight) and a producer has queued
+  a few small frames, ``Outbox.send_now`` writes them itself without blocking, and
+  queues what the socket did not take, already framed, ahead of anything later; the
+  reply skips a round of the scheduler (echo round trip about a fifth shorter).
 * Inbound: TCP_SEND data is queued on its socket and written when the messages already
   received have been dispatched; a slow peer only fills its own buffer; the session
   stalls only when one socket holds more than ``SOCKET_BUFFER_CAP`` unsent bytes (the
@@ -62,7 +66,7 @@ import trio
 
 from jst.daemon import gctune, iopoll, streams, streamwire, wire
 from jst.daemon.iobound import BoundSockets
-from jst.daemon.ioqueue import Outbox, SessionIO
+from jst.daemon.ioqueue import Framed, Outbox, SessionIO
 from jst.daemon.iotcp import TcpSockets
 from jst.daemon.state import DaemonState
 from jst.daemon.websocket import CLOSE_WAIT_SECONDS, WebSocket
@@ -208,7 +212,8 @@ def parsed(handle: Callable[[Any, int], Awaitable[None]]) -> Handler:
 
 
 async def write_loop(outbox: Outbox, ws: WebSocket, session_scope: trio.CancelScope) -> None:
-    """The single owner of the WebSocket's send side; an int in the queue means "close".
+    """Sends what is queued on the WebSocket (``Outbox.send_now`` writes only while this
+    waits with nothing queued); an int in the queue means "close".
 
     Whatever is queued when the writer wakes goes out in one write (coalescing): 200
     echo replies produced in one scheduling round cost one system call, not 200.
@@ -223,6 +228,11 @@ async def write_loop(outbox: Outbox, ws: WebSocket, session_scope: trio.CancelSc
                 await trio.sleep(CLOSE_WAIT_SECONDS)
                 session_scope.cancel()
                 return
+            if isinstance(item, Framed):  # the rest of a send_now, before what follows
+                await ws.send_many(batch)
+                batch = []
+                await ws.send_framed(item)
+                continue
             batch.append(item)
         await ws.send_many(batch)
 
@@ -273,6 +283,7 @@ async def serve_session(ws: WebSocket, state: DaemonState) -> None:
             return
         ws.max_message = max_message  # §6.1: 64 MiB once authenticated
         outbox = Outbox()
+        outbox.direct = ws.send_now  # small replies skip the writer's wake-up (ioqueue)
         session: Session | None = None
         try:
             async with trio.open_nursery() as nursery:

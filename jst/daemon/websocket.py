@@ -54,6 +54,10 @@ class WebSocket:
         # Reads go into one reused buffer (the parser copies only what it keeps): a fresh
         # 256 KiB object per read cost page faults (mmap) that were a tenth of upload CPU.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        # The stdlib socket under it, for ``send_now`` (a synchronous, non-blocking send).
+        self._raw_socket: socket.socket | None = (
+            getattr(self._socket, "_sock", None) if self._socket is not None else None
+        )
         self._buffer = bytearray(RECEIVE_SIZE) if self._socket is not None else None
         # Called once by mux.authenticate when AUTH succeeds (the server stops treating
         # the connection as an anonymous waiting one).
@@ -148,6 +152,28 @@ class WebSocket:
                 await send_vector(self._socket, pieces)
             except STREAM_ERRORS:
                 self._closed = True
+
+    def send_now(self, messages: list[bytes]) -> bytes | None:
+        """Write binary messages now, without waiting, if no send is in flight; returns
+        the framed bytes the socket did not take (the caller sends them next, in order
+        with ``send_framed``), or None when all were written or the connection is gone."""
+        data = b"".join(wsframes.encode_binary(messages))
+        raw = self._raw_socket
+        if self._closed or self._close_sent or raw is None or self._send_lock.locked():
+            return None if self._closed or self._close_sent else data
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            return data
+        except OSError:
+            self._closed = True
+            return None
+        return data[sent:] if sent < len(data) else None
+
+    async def send_framed(self, data: bytes) -> None:
+        """Bytes ``send_now`` could not write, as they are."""
+        if not self._closed:
+            await self._send_raw(data)
 
     async def close(self, code: int) -> None:
         """Send a Close frame, give the peer a moment to answer, drop the connection.
