@@ -45,7 +45,7 @@ from jst.daemon.errors import HttpError, NotFound
 from jst.daemon.http import Request, Response, json_response, text
 from jst.daemon.routes import Context
 from jst.daemon.state import DaemonState
-from jst.daemon.websocket import CLOSE_WAIT_SECONDS, WebSocket
+from jst.daemon.websocket import WebSocket
 from jst.service.channel import ChannelError, Peer, Reply
 
 log = logging.getLogger("jst.daemon.control")
@@ -204,18 +204,8 @@ async def serve_session(ws: WebSocket, state: DaemonState) -> None:
     link = LINK
     if link is None:
         return
-    # Before AUTH, the bounds of /io (issue 12): small messages, AUTH_TIMEOUT to say it.
-    max_message = ws.max_message
-    ws.max_message = min(max_message, mux.PRE_AUTH_MAX_MESSAGE)
-    authenticated = False
-    with trio.move_on_after(mux.AUTH_TIMEOUT):
-        authenticated = await mux.authenticate(ws, state.token)
-    if not authenticated:
-        if not ws.closed:  # the timeout
-            with trio.move_on_after(CLOSE_WAIT_SECONDS):
-                await ws.close(mux.CLOSE_POLICY_VIOLATION)
+    if not await mux.authenticate_within_bounds(ws, state.token):  # the bounds of /io
         return
-    ws.max_message = max_message
     send, receive = trio.open_memory_channel[bytes](CLIENT_QUEUE)
     async with trio.open_nursery() as nursery:
         client = ControlClient(send, nursery.cancel_scope)

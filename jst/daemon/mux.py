@@ -265,23 +265,33 @@ async def authenticate(ws: WebSocket, token: bytes) -> bool:
             return True
 
 
+async def authenticate_within_bounds(ws: WebSocket, token: bytes) -> bool:
+    """``authenticate`` under the pre-AUTH bounds (issue 12; ``/io`` and ``/control``):
+    messages of at most ``PRE_AUTH_MAX_MESSAGE`` and ``AUTH_TIMEOUT`` to succeed, after
+    which the client is told why (1008) and the connection closed. On success the
+    WebSocket's own message limit applies again (§6.1: 64 MiB)."""
+    max_message = ws.max_message
+    ws.max_message = min(max_message, PRE_AUTH_MAX_MESSAGE)
+    authenticated = False
+    with trio.move_on_after(AUTH_TIMEOUT):
+        authenticated = await authenticate(ws, token)
+    if not authenticated:
+        if not ws.closed:  # the timeout: tell the client why, briefly
+            with trio.move_on_after(CLOSE_WAIT_SECONDS):
+                await ws.close(CLOSE_POLICY_VIOLATION)
+        return False
+    ws.max_message = max_message
+    return True
+
+
 async def serve_session(ws: WebSocket, state: DaemonState) -> None:
     """One ``/io`` WebSocket from the ``101`` to its close."""
     gctune.freeze_late_imports()
     stats = state.stats
     stats.ws_connections += 1
     try:
-        max_message = ws.max_message
-        ws.max_message = min(max_message, PRE_AUTH_MAX_MESSAGE)
-        authenticated = False
-        with trio.move_on_after(AUTH_TIMEOUT):
-            authenticated = await authenticate(ws, state.token)
-        if not authenticated:
-            if not ws.closed:  # the timeout: tell the client why, briefly
-                with trio.move_on_after(CLOSE_WAIT_SECONDS):
-                    await ws.close(CLOSE_POLICY_VIOLATION)
+        if not await authenticate_within_bounds(ws, state.token):
             return
-        ws.max_message = max_message  # §6.1: 64 MiB once authenticated
         outbox = Outbox()
         outbox.direct = ws.send_now  # small replies skip the writer's wake-up (ioqueue)
         session: Session | None = None
