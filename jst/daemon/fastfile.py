@@ -43,6 +43,7 @@ import os
 import stat as stat_mod
 import time
 from functools import partial
+from typing import Any
 
 from jst.daemon import fileops, fsroot, openat2, statfs
 from jst.daemon.paths import Target
@@ -152,7 +153,10 @@ def write_nowait(target: Target, body: bytes | memoryview, offset: int) -> int:
                 if exc.errno != errno.EOPNOTSUPP:
                     return 0  # EAGAIN: it would wait; any error: the thread answers it
                 # This file system cannot: do not ask again.
-                _remember(_NO_NOWAIT_WRITES, root)
+                _make_room(_NO_NOWAIT_WRITES)
+                _NO_NOWAIT_WRITES.add(root)
+                if not _may_write_inline(root):
+                    return 0
         return _write_inline(root, fd, body, offset)
     except OSError:
         return 0  # e.g. ENOSPC: nothing was written; the thread gives the answer
@@ -160,10 +164,11 @@ def write_nowait(target: Target, body: bytes | memoryview, offset: int) -> int:
         os.close(fd)
 
 
-def _remember(known: set[str], root: str) -> None:
-    if len(known) >= 64:
-        known.clear()
-    known.add(root)
+def _make_room(table: set[str] | dict[str, Any]) -> None:
+    """Per-root tables hold at most 64 roots (roots are few): full, it is emptied and
+    what it held is learnt again."""
+    if len(table) >= 64:
+        table.clear()
 
 
 def _may_write_inline(root: str) -> bool:
@@ -181,17 +186,16 @@ def _write_inline(root: str, fd: int, body: bytes | memoryview, offset: int) -> 
     """One ``pwrite`` on the loop, on a local disk file system; 0 where it may not."""
     local = _INLINE_WRITES.get(root)
     if local is None:
-        if len(_INLINE_WRITES) >= 64:
-            _INLINE_WRITES.clear()
+        _make_room(_INLINE_WRITES)
         local = _INLINE_WRITES[root] = statfs.is_local_disk(fd)
     if not local:
         return 0
     start = time.monotonic()
     written: int = os.pwrite(fd, body, offset)
-    if time.monotonic() - start > INLINE_WRITE_STALL:
-        if len(_INLINE_PAUSED_UNTIL) >= 64:
-            _INLINE_PAUSED_UNTIL.clear()
-        _INLINE_PAUSED_UNTIL[root] = time.monotonic() + INLINE_WRITE_PAUSE
+    end = time.monotonic()
+    if end - start > INLINE_WRITE_STALL:
+        _make_room(_INLINE_PAUSED_UNTIL)
+        _INLINE_PAUSED_UNTIL[root] = end + INLINE_WRITE_PAUSE
     return written
 
 
