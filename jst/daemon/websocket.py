@@ -157,10 +157,12 @@ class WebSocket:
         """Write binary messages now, without waiting, if no send is in flight; returns
         the framed bytes the socket did not take (the caller sends them next, in order
         with ``send_framed``), or None when all were written or the connection is gone."""
+        if self._closed or self._close_sent:
+            return None
         data = b"".join(wsframes.encode_binary(messages))
         raw = self._raw_socket
-        if self._closed or self._close_sent or raw is None or self._send_lock.locked():
-            return None if self._closed or self._close_sent else data
+        if raw is None or self._send_lock.locked():
+            return data
         try:
             sent = raw.send(data)
         except BlockingIOError:
