@@ -3,6 +3,9 @@ itself, and that nothing it cannot write is lost or overtaken."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import trio
 import trio.testing
 
@@ -25,18 +28,26 @@ class Socket:
         return rest or None
 
 
-async def idle_writer(outbox: Outbox, taken: list[list[bytes | int]]) -> None:
-    taken.append(await outbox.take(1 << 20))
+@contextlib.asynccontextmanager
+async def idle_writer(socket: Socket) -> AsyncIterator[tuple[Outbox, list[list[bytes | int]]]]:
+    """An outbox whose writer waits in ``take`` with nothing queued (so ``send_now``
+    may write); the one batch the writer then takes is in the list, once the block ends."""
+    outbox = Outbox()
+    outbox.direct = socket.send_now
+    taken: list[list[bytes | int]] = []
+
+    async def writer() -> None:
+        taken.append(await outbox.take(1 << 30))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        yield outbox, taken
 
 
 async def test_an_idle_writer_lets_small_frames_go_out_at_once() -> None:
-    outbox = Outbox()
     socket = Socket(room=1000)
-    outbox.direct = socket.send_now
-    taken: list[list[bytes | int]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(idle_writer, outbox, taken)
-        await trio.testing.wait_all_tasks_blocked()
+    async with idle_writer(socket) as (outbox, taken):
         outbox.put_nowait(b"a")
         outbox.put_nowait(b"b")
         outbox.send_now()
@@ -50,13 +61,8 @@ async def test_an_idle_writer_lets_small_frames_go_out_at_once() -> None:
 
 
 async def test_what_the_socket_does_not_take_goes_first_framed() -> None:
-    outbox = Outbox()
     socket = Socket(room=4)
-    outbox.direct = socket.send_now
-    taken: list[list[bytes | int]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(idle_writer, outbox, taken)
-        await trio.testing.wait_all_tasks_blocked()
+    async with idle_writer(socket) as (outbox, taken):
         outbox.put_nowait(b"ab")
         outbox.put_nowait(b"cd")
         outbox.send_now()
@@ -79,12 +85,7 @@ async def test_nothing_is_written_past_a_busy_writer_a_close_or_the_size_limit()
         [Framed(b"<w>"), b"v"],  # bytes in flight: nothing may overtake them
     ]
     for queued in cases:
-        outbox = Outbox()
-        outbox.direct = socket.send_now
-        taken: list[list[bytes | int]] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(idle_writer, outbox, taken)
-            await trio.testing.wait_all_tasks_blocked()
+        async with idle_writer(socket) as (outbox, taken):
             for item in queued:
                 outbox.put_nowait(item)
             outbox.send_now()
