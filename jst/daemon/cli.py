@@ -273,18 +273,28 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
     port = listener.getsockname()[1]
     announce_port(port)
 
+    from jst.codecache import GeneratedCodeCache
     from jst.fastimport import import_trio
 
     # No cyclic collection while the modules load: the ~60 young and a few middle
     # collections it would run walk nothing but fresh module objects (~20 ms of the time
     # to the first answer, issue 17). gctune.configure_gc freezes them and turns it back on.
     gc.disable()
+    code_cache = GeneratedCodeCache.open("io-daemon")
     import_trio()
 
+    # The server's modules too, while the code cache is open, and so that with
+    # --host-control we serve as soon as the config arrives.
+    import jst.daemon.server
     from jst import config, logs
     from jst.daemon.http import CorsPolicy
     from jst.daemon.main import run
     from jst.daemon.state import ConfigLoadError, DaemonState
+
+    if args.service_link is not None:
+        import jst.daemon.control_ws  # noqa: F401  (service mode's routes, see main.py)
+    if code_cache is not None:
+        code_cache.close()
 
     log = logs.setup("io-daemon", config.app_dir() / LOG_FILE_NAME)
     log.info(
@@ -305,11 +315,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
         except ConfigLoadError as exc:
             log.warning("starting without download roots: %s", exc)
     else:
-        # The server's modules too, now: once the config arrives we serve at once.
-        import jst.daemon.server
-
-        if args.service_link is not None:
-            import jst.daemon.control_ws  # noqa: F401  (service mode's routes, see main.py)
         from jst.daemon.hostlink import HostLinkLost, await_first_config
 
         try:

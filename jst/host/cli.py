@@ -56,8 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_open_file_limit()  # before the daemon starts: it inherits the raised limit
     prelaunched = launch.prelaunch()
 
+    from jst.codecache import GeneratedCodeCache
     from jst.fastimport import import_trio
 
+    code_cache = GeneratedCodeCache.open("native-host")
     import_trio()
 
     import trio
@@ -69,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jst import config, logs
     from jst.host.main import Host
     from jst.host.store import RpcInfoStore
+
+    if code_cache is not None:
+        code_cache.close()
 
     logs.setup("native-host", config.app_dir() / LOG_FILE_NAME)
     in_stream = stdio.FirstRead(oneshot.prefixed(consumed, stdio.receive_stream(in_fd)))
