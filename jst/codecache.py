@@ -70,9 +70,9 @@ _FUTURE_FLAGS = (
 
 # file name -> (source, mode, inherited flags, code, type hash, changed at the last
 # start). The source is stored with the class's type hash (see _type_hash) replaced by
-# a NUL, which no source can contain; a source of None marks a class whose source
-# changed at two starts in a row, which is no longer cached.
-Entry = tuple["str | None", str, int, "CodeType | None", int, int]
+# a NUL, which no source can contain; a code of None marks a class whose source
+# changed at two starts in a row, which is not cached until it stops changing.
+Entry = tuple[str, str, int, "CodeType | None", int, int]
 PLACEHOLDER = "\0"
 
 
@@ -147,20 +147,22 @@ class CompileMemo:
                 if stored[4] == type_hash or key is source:
                     return stored_code
                 return _with_constant(stored_code, stored[4], type_hash)
-            if stored[0] is None:  # changes at every start: not cached
+            if stored_code is None and stored[0] != key:  # still changing: not cached
                 self.used[filename] = stored
                 return self._compile(source, filename, mode, flags, True)  # type: ignore[no-any-return]
         code: CodeType = self._compile(source, filename, mode, flags, True)
         self.misses += 1
-        if stored is None or stored[1:3] != (mode, flags) or stored[0] is None:
+        if stored is None or stored[1:3] != (mode, flags) or stored[3] is None:
+            # New, or no longer changing (the source it had at the last start is back)
             self.used[filename] = (key, mode, flags, code, type_hash, 0)
         elif not stored[5]:
-            self.used[filename] = (key, mode, flags, code, type_hash, 1)
+            self.used[filename] = (key, mode, flags, code, type_hash, 1)  # an edit?
         else:
             # Its source changed at two starts in a row: not an edit of the class but
-            # something in it that differs from process to process. Not cached from
-            # now on, so that the file stops changing.
-            self.used[filename] = (None, mode, flags, None, 0, 0)
+            # something in it that differs from process to process. Not cached while
+            # that goes on (this source is kept, to notice when it stops), so that the
+            # file stops changing.
+            self.used[filename] = (key, mode, flags, None, type_hash, 1)
         return code
 
 
@@ -290,7 +292,7 @@ def _well_formed(name: object, entry: object) -> bool:
         return False
     source, mode, flags, code, type_hash, changed = entry
     return (
-        (source is None or type(source) is str)
+        type(source) is str
         and type(mode) is str
         and type(flags) is int
         and (code is None or type(code) is type(_well_formed.__code__))

@@ -225,7 +225,17 @@ def test_a_class_whose_source_changes_at_every_start_stops_being_cached() -> Non
     # Compiled each time; counted as new (so the file is written) only until the
     # second change in a row marks it, then the file no longer changes.
     assert misses == [1, 1, 1, 0, 0]
-    assert stored[name][0] is None
+    assert stored[name][3] is None
+
+    # Once it stops changing (the source it had when it was marked comes back, a
+    # checkout switched back, say), it is cached again.
+    marked = stored[name][0]
+    memo = codecache.CompileMemo(stored)
+    memo.compile(marked, name, "exec", 0)
+    assert memo.misses == 1
+    memo = codecache.CompileMemo(memo.used)
+    assert defined(memo.compile(marked, name, "exec", 0))["f"]() == 2
+    assert (memo.hits, memo.misses) == (1, 0)
 
 
 def test_an_edited_class_is_cached_again() -> None:
