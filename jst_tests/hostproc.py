@@ -116,6 +116,9 @@ class HostEnv:
 
 
 class HostProcess:
+    # Descriptors the host inherits besides its stdio, as from a careless launcher.
+    inherited_fds: tuple[int, ...] = ()
+
     def __init__(self, env: HostEnv, argv: list[str] | None = None, **extra_env: str) -> None:
         self.env = env
         self.proc = subprocess.Popen(
@@ -124,6 +127,7 @@ class HostProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env.environ(**extra_env),
+            pass_fds=self.inherited_fds,
         )
         self.frames: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr_lines: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,6 +79,47 @@ def test_daemon_token_is_not_on_its_command_line_and_stdin_is_not_chromes(
     daemon = psutil.Process(host.daemon_pid())
     assert token not in " ".join(daemon.cmdline())
     assert os.readlink(f"/proc/{daemon.pid}/fd/0") == "/dev/null"
+
+
+def open_descriptors(pid: int) -> list[str]:
+    """What each descriptor of ``pid`` points at (``pipe:[N]``, a path...)."""
+    targets = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed while we looked
+            targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+    return targets
+
+
+def test_a_descriptor_leaked_to_the_host_reaches_none_of_its_daemons(host_env: HostEnv) -> None:
+    # The daemon is started with posix_spawn, which has no close_fds: the host marks
+    # every descriptor but the ones it passes close-on-exec first. A launcher's leak
+    # (here an inheritable pipe) must not live on in the daemon, first or restarted.
+    leak_read, leak_write = os.pipe()
+    try:
+        leak = os.readlink(f"/proc/self/fd/{leak_write}")
+
+        class LeakyLauncherHost(HostProcess):
+            inherited_fds = (leak_write,)
+
+        host = LeakyLauncherHost(host_env)
+        try:
+            host.handshake()
+            assert leak in open_descriptors(host.pid)  # the host did inherit it
+            first = host.daemon_pid()
+            assert leak not in open_descriptors(first)
+            assert os.readlink(f"/proc/{first}/fd/0") == "/dev/null"
+            os.kill(first, signal.SIGKILL)
+            assert gone_within(first, 1.0)
+            assert host.handshake()["ok"]
+            second = host.daemon_pid()
+            assert second != first
+            assert leak not in open_descriptors(second)
+            assert os.readlink(f"/proc/{second}/fd/0") == "/dev/null"
+        finally:
+            host.cleanup()
+    finally:
+        os.close(leak_read)
+        os.close(leak_write)
 
 
 def test_daemon_token_is_in_neither_its_environ_nor_its_command_line(host: HostProcess) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import urllib.request
@@ -174,6 +175,26 @@ def test_bad_oneshot_message_is_answered_and_changes_nothing(
     env: ServiceEnv, message: dict[str, object]
 ) -> None:
     reply, proc = oneshot(env, message)
+    assert proc.returncode == 0
+    assert reply is not None
+    assert set(reply) == {"error"}
+    assert "installId" in str(reply["error"])
+    assert env.services() == []
+    assert not env.rpc_info.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type": "get\\u005fbrowser_endpoint", "installId": ""}',  # an escape
+        '{"type": "get_browser_endpoint", "installId": ""}'.encode("utf-16"),
+        '{"type": "get_browser_endpoint", "installId": ""}'.encode("utf-32-le"),
+    ],
+)
+def test_a_oneshot_message_in_any_json_spelling_is_one(env: ServiceEnv, body: bytes) -> None:
+    # The host skips parsing a first frame that cannot be a one-shot (issue 17); what
+    # json.loads reads as one still is: answered, and no daemon, port or profile.
+    reply, proc = oneshot(env, raw=struct.pack("<I", len(body)) + body)
     assert proc.returncode == 0
     assert reply is not None
     assert set(reply) == {"error"}

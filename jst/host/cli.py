@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Sequence
 
 from jst import __version__
+
+TYPE_CHECKING = False  # not ``typing``: nothing before the daemon's start imports it
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 LOG_FILE_NAME = "jst-native-host.log"
 USAGE = """usage: jst-native-host [chrome-extension://<id>/] [--parent-window=<n>]

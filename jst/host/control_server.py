@@ -18,14 +18,14 @@ exercised by CI (Linux).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sys
-from pathlib import Path
 
 TYPE_CHECKING = False  # not ``typing``: imported before the host starts its daemon
 if TYPE_CHECKING:
+    import _socket
+    from pathlib import Path
+
     import trio
 
 # Import-light (no trio, psutil or shutil at import): ``bind_control_socket`` runs
@@ -54,7 +54,9 @@ class ControlListener:
             _rmtree(self.directory)
 
 
-async def _unix_listener(path: Path) -> trio.SocketListener:
+async def _unix_listener(path: str | Path) -> trio.SocketListener:
+    import socket
+
     import trio
 
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -99,13 +101,13 @@ def temp_dir() -> str:
     return tempfile.gettempdir()
 
 
-def _private_dir(base: str) -> Path:
+def _private_dir(base: str) -> str:
     """``mkdtemp``'s promise (a new directory, 0700, an unguessable name) without
     importing tempfile on the host's way to starting its daemon."""
     for _ in range(100):
-        path = Path(base) / f"{DIR_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        path = os.path.join(base, f"{DIR_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
         try:
-            path.mkdir(mode=0o700)
+            os.mkdir(path, 0o700)
         except FileExistsError:
             continue
         return path
@@ -114,6 +116,8 @@ def _private_dir(base: str) -> Path:
 
 def remove_stale_dirs(base: str) -> None:
     """Remove control directories of hosts that died without cleaning up (SIGKILL)."""
+    import contextlib
+
     import psutil
 
     with contextlib.suppress(OSError):
@@ -132,17 +136,20 @@ def control_base() -> str:
     return base
 
 
-def bind_control_socket() -> tuple[socket.socket, str, Path]:
-    """Unix, without trio: (listening socket, ``unix:`` address, its 0700 directory).
+def bind_control_socket() -> tuple[_socket.socket, str, str]:
+    """Unix, before trio and ``socket`` are imported: (listening ``_socket`` socket,
+    ``unix:`` address, its 0700 directory); ``open_control_listener`` adopts them.
 
     Stale directories of dead hosts are not removed here (that needs psutil and is
     not urgent): the host does it once it runs (``remove_stale_dirs``).
     """
+    import _socket
+
     directory = _private_dir(control_base())
-    path = directory / "control"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = os.path.join(directory, "control")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.bind(str(path))
+        sock.bind(path)
         sock.listen(16)
     except OSError:
         sock.close()
@@ -152,9 +159,12 @@ def bind_control_socket() -> tuple[socket.socket, str, Path]:
 
 
 async def open_control_listener(
-    bound: tuple[socket.socket, str, Path] | None = None,
+    bound: tuple[_socket.socket, str, str] | None = None,
 ) -> ControlListener:
     """The control listener: ``bound`` (from ``bind_control_socket``) or a new one."""
+    import socket
+    from pathlib import Path
+
     import trio
 
     if sys.platform == "win32":
@@ -164,17 +174,18 @@ async def open_control_listener(
         port = sock.getsockname()[1]
         return ControlListener(trio.SocketListener(sock), f"tcp:127.0.0.1:{port}", None)
     if bound is not None:
-        unix_sock, address, directory = bound
+        raw, address, bound_directory = bound
+        unix_sock = socket.socket(fileno=raw.detach())
         unix_sock.setblocking(False)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(unix_sock))
-        return ControlListener(listener, address, directory)
+        return ControlListener(listener, address, Path(bound_directory))
     base = control_base()
     remove_stale_dirs(base)
     directory = _private_dir(base)
-    path = directory / "control"
+    path = os.path.join(directory, "control")
     try:
         listener = await _unix_listener(path)
     except OSError:
         _rmtree(directory)
         raise
-    return ControlListener(listener, f"unix:{path}", directory)
+    return ControlListener(listener, f"unix:{path}", Path(directory))

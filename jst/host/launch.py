@@ -17,24 +17,39 @@ then:
 Windows passes neither sockets nor pipes this way: there the daemon binds ``--port``
 itself, its token travels in its environment, and the host starts it at the first
 handshake (``prelaunch`` returns ``None``).
+
+What the host imports before the spawn is part of every cold start, so this module
+loads nothing but ``os``, ``sys`` and ``_socket`` at import, and ``prelaunch`` nothing
+more: its sockets are ``_socket`` objects (``socket`` loads ``enum``, ~5 ms here), the
+daemon is started with ``os.posix_spawnp`` (``subprocess`` would add threading and
+selectors, ~8 ms), and paths are strings (``pathlib`` and ``re``, ~4 ms). Once trio runs,
+the host turns the sockets into ``socket.socket`` objects (``adopt_socket``).
+``posix_spawn`` has no ``close_fds``: ``spawn_passing`` gets the same result by marking
+every other descriptor close-on-exec first (Python opens its own that way already; this
+catches any a launcher leaked to us).
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
-import subprocess
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from jst import config
+
+TYPE_CHECKING = False  # not ``typing``: imported before the host starts its daemon
+if TYPE_CHECKING:
+    import socket
+    import subprocess
+    from collections.abc import Sequence
 
 DAEMON_ENV = "JST_IO_DAEMON"  # a test (or a packager) may name the daemon executable
 TOKEN_ENV = "JST_IO_DAEMON_TOKEN"  # noqa: S105 (a variable name)
 DEV_ORIGINS_ENV = "JSTORRENT_DEV_ORIGINS"
 LISTEN_BACKLOG = 1024  # as the daemon's own (browsers open bursts of connections)
 CAN_PASS_FDS = sys.platform != "win32"
+# Where a process lists its open descriptors (Linux, then macOS and the BSDs).
+FD_DIRECTORIES = ("/proc/self/fd", "/dev/fd")
 
 
 def daemon_command() -> list[str]:
@@ -42,12 +57,12 @@ def daemon_command() -> list[str]:
     override = os.environ.get(DAEMON_ENV)
     if override:
         return [override]
-    here = Path(sys.argv[0]).resolve().parent
+    here = os.path.dirname(os.path.realpath(sys.argv[0]))
     suffix = ".exe" if sys.platform == "win32" else ""
     for name in ("jst-io-daemon", "jstorrent-io-daemon"):
-        candidate = here / f"{name}{suffix}"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
+        candidate = os.path.join(here, f"{name}{suffix}")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return [candidate]
     return [sys.executable, "-m", "jst.daemon.cli"]
 
 
@@ -61,17 +76,32 @@ def new_token() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def bind_daemon_socket(port: int = 0) -> socket.socket:
-    """The daemon's listening socket on 127.0.0.1 (``port``, else any free port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def bind_raw_daemon_socket(port: int = 0) -> _socket.socket:
+    """The daemon's listening socket on 127.0.0.1 (``port``, else any free port), not
+    inheritable (it is passed to our daemon only)."""
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     try:
-        sock.bind(("127.0.0.1", port))  # the old port, after a stop
-    except OSError:
-        sock.bind(("127.0.0.1", 0))
-    sock.listen(LISTEN_BACKLOG)
-    sock.set_inheritable(False)  # passed to our daemon only, via pass_fds
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))  # the old port, after a stop
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+def adopt_socket(raw: _socket.socket) -> socket.socket:
+    """``raw`` as a ``socket.socket`` (same descriptor, family and type)."""
+    import socket
+
+    return socket.socket(fileno=raw.detach())
+
+
+def bind_daemon_socket(port: int = 0) -> socket.socket:
+    return adopt_socket(bind_raw_daemon_socket(port))
 
 
 def _environment(token: str | None) -> dict[str, str]:
@@ -85,14 +115,111 @@ def _environment(token: str | None) -> dict[str, str]:
     return env
 
 
+class SpawnedChild:
+    """A child started by ``spawn_passing``: what the supervisor uses of
+    ``subprocess.Popen`` (``pid``, ``poll``, ``returncode``, ``terminate``, ``kill``),
+    with its rules: once reaped it is never signalled (its pid may be another
+    process's by then), and a child reaped by someone else counts as exited 0."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = 0
+            else:
+                if pid == self.pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def _signal(self, signum: int) -> None:
+        import contextlib
+
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # reaped by someone else
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        import signal
+
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        import signal
+
+        self._signal(signal.SIGKILL)
+
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Child: TypeAlias = "subprocess.Popen[bytes] | SpawnedChild"
+
+
+def _close_on_exec_except(keep: Sequence[int]) -> bool:
+    """Mark every descriptor above 2 but ``keep`` close-on-exec: ``close_fds`` done on
+    our side of ``posix_spawn``. False if this system does not list descriptors."""
+    for directory in FD_DIRECTORIES:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            fd = int(name)
+            if fd > 2 and fd not in keep:
+                try:
+                    if os.get_inheritable(fd):
+                        os.set_inheritable(fd, False)
+                except OSError:
+                    pass  # the listing's own descriptor, closed by now
+        return True
+    return False
+
+
+def spawn_passing(argv: list[str], env: dict[str, str], pass_fds: Sequence[int]) -> Child:
+    """Start ``argv`` with stdin and stdout on the null device, stderr ours, and
+    ``pass_fds`` (only they) inherited; as ``Popen(..., pass_fds=...)`` would."""
+    # ``signal`` would load enum; its C half has the numbers (and no type stubs).
+    import _signal  # type: ignore[import-not-found]
+
+    if not _close_on_exec_except(pass_fds):
+        import subprocess
+
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, pass_fds=pass_fds
+        )
+    for fd in pass_fds:
+        os.set_inheritable(fd, True)
+    try:
+        pid = os.posix_spawnp(
+            argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            ],
+            # Popen's restore_signals: Python ignores these, a new program should not.
+            setsigdef=[getattr(_signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, n)],
+        )
+    finally:
+        for fd in pass_fds:
+            os.set_inheritable(fd, False)
+    return SpawnedChild(pid)
+
+
 def spawn(
     command: Sequence[str],
     token: str,
-    listener: socket.socket | None,
+    listener: socket.socket | _socket.socket | None,
     port: int,
     install_id: str,
     control_address: str,
-) -> subprocess.Popen[bytes]:
+) -> Child:
     """Start one daemon process. Its stdin and stdout are the null device (§9.20: the
     browser's pipes are ours alone; the port comes over the control channel), stderr is
     ours (the browser's log). Raises ``OSError`` when it cannot be started at all."""
@@ -105,17 +232,17 @@ def spawn(
         "--host-control", control_address,
     ]  # fmt: skip
     if not CAN_PASS_FDS:
+        import subprocess
+
         env = _environment(token)
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
     assert listener is not None
     token_read, token_write = os.pipe()
     try:
-        proc = subprocess.Popen(
+        proc = spawn_passing(
             [*argv, "--token-fd", str(token_read)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            env=_environment(None),
-            pass_fds=(listener.fileno(), token_read),
+            _environment(None),
+            (listener.fileno(), token_read),
         )
         # A 37-byte write into an empty pipe never blocks; the daemon reads it at start.
         os.write(token_write, token.encode() + b"\n")
@@ -132,14 +259,14 @@ class Prelaunched:
         self,
         command: list[str],
         token: str,
-        listener: socket.socket,
-        control: tuple[socket.socket, str, Path],
-        proc: subprocess.Popen[bytes] | None,
+        listener: _socket.socket,
+        control: tuple[_socket.socket, str, str],
+        proc: Child | None,
         error: OSError | None,
     ) -> None:
         self.command = command
         self.token = token
-        self.listener = listener
+        self.listener = listener  # ``adopt_socket`` makes it a socket.socket
         self.control = control  # (listening Unix socket, its address, its directory)
         self.proc = proc  # None: it could not be started (``error`` says why)
         self.error = error
@@ -158,14 +285,14 @@ def prelaunch() -> Prelaunched | None:
     command = daemon_command()
     token = new_token()
     try:
-        listener = bind_daemon_socket()
+        listener = bind_raw_daemon_socket()
     except OSError:
         import shutil
 
         control[0].close()
         shutil.rmtree(control[2], ignore_errors=True)
         return None
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Child | None = None
     error: OSError | None = None
     try:
         proc = spawn(command, token, listener, 0, "", control[1])

@@ -18,7 +18,6 @@ path: the answer is due within milliseconds of the spawn.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import sys
@@ -83,8 +82,16 @@ def peek_first_frame(fd: int = 0) -> tuple[bytes, dict[str, Any] | None]:
         return bytes(buffer), None
     if not _read_exactly(fd, 4 + length, buffer, deadline):
         return bytes(buffer), None
+    body = bytes(buffer[4:])
+    if ONESHOT_TYPE.encode() not in body and b"\\" not in body and b"\0" not in body:
+        # Not ours, and known without parsing: JSON can only spell the type some other
+        # way with an escape (or in UTF-16 or -32, whose ASCII has NULs). So the
+        # handshake's way to its daemon imports no json (nor the re it loads, ~5 ms).
+        return bytes(buffer), None
+    import json
+
     try:
-        message = json.loads(bytes(buffer[4:]))
+        message = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         return bytes(buffer), None
     if isinstance(message, dict) and message.get("type") == ONESHOT_TYPE and "op" not in message:
@@ -139,6 +146,8 @@ def answer(message: dict[str, Any], argv: Sequence[str]) -> dict[str, Any]:
 
 
 def write_frame(fd: int, message: dict[str, Any]) -> None:
+    import json
+
     body = json.dumps(message, separators=(",", ":")).encode()
     data = struct.pack("<I", len(body)) + body
     while data:

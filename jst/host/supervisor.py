@@ -48,7 +48,6 @@ import errno
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -105,10 +104,10 @@ class StartFailed(Exception):
 
 
 class DaemonProcess:
-    """A child started with ``subprocess.Popen`` (before trio ran, or from a thread),
-    awaited from trio: through a pidfd on Linux, by polling elsewhere."""
+    """A child started by ``launch.spawn`` (before trio ran, or from a thread), awaited
+    from trio: through a pidfd on Linux, by polling elsewhere."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: launch.Child) -> None:
         self.popen = popen
         self.pid = popen.pid
 
@@ -130,10 +129,10 @@ class DaemonProcess:
                 finally:
                     os.close(pidfd)
         # Polling is the portable fallback; after a pidfd said "exited" it ends at once.
-        while self.popen.poll() is None:  # noqa: ASYNC110
+        while (status := self.popen.poll()) is None:  # noqa: ASYNC110
             await trio.sleep(EXIT_POLL)
         await trio.lowlevel.checkpoint()
-        return self.popen.returncode
+        return status
 
     def terminate(self) -> None:
         if self.popen.poll() is None:
@@ -177,8 +176,8 @@ class Supervisor:
     ) -> Supervisor:
         """Supervise the daemon the host started before trio, from now on."""
         supervisor = cls(nursery, listener, command=pre.command, token=pre.token)
-        supervisor._daemon_socket = pre.listener
-        supervisor.port = pre.listener.getsockname()[1]
+        supervisor._daemon_socket = launch.adopt_socket(pre.listener)
+        supervisor.port = supervisor._daemon_socket.getsockname()[1]
         supervisor._next = None if pre.proc is None else DaemonProcess(pre.proc)
         supervisor._next_error = pre.error
         supervisor._start_supervising()
