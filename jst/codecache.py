@@ -16,25 +16,34 @@ flags, and of the interpreter, so the key is exactly those:
 - source, file name, mode and the ``__future__`` flags the caller would have passed on
   (``compile`` inherits them from the frame that calls it, which is now our wrapper, so
   they are read from the caller's code and passed explicitly);
-- the interpreter's full version string, cache tag and optimisation level, in the
-  file's header: a file written by another interpreter is ignored.
+- the interpreter's full version string, cache tag, optimisation level and column
+  tables setting (``-X no_debug_ranges``), in the file's header: a file written by
+  another interpreter is ignored.
 
 One part of attrs' source is not a function of the class: ``__hash__`` starts from
 ``hash("<attrs generated hash module.Class>")``, a number that differs in every process
 (string hashes are randomised). It is left out of the key, and a cached code object
-gets this process's number in its constants. Should anything else in a source change
-at two starts in a row, that class is no longer cached, so the file stops changing.
+gets this process's number in its constants. (Only the end column that a traceback's
+carets would show for that constant may differ by a digit or two: a constant cannot
+raise, so no traceback shows it.)
 
-The file is ``<cache>/jstorrent-native/codecache-<program>-<cache tag>.bin``, where
-``<cache>`` is ``$XDG_CACHE_HOME`` (when absolute) or ``~/.cache`` on Linux,
-``~/Library/Caches`` on macOS and ``%LOCALAPPDATA%`` on Windows; one file per program,
-so the host and the daemon, which start together, never overwrite each other's. It is
-written (0600, to a temporary name, then renamed into place) only when this start
-compiled something the file did not hold, and holds exactly what this start used, so it
-does not grow across upgrades. The file's body is checked against a CRC-32 before it is
-unmarshalled, and anything unexpected in it (another format, a short or damaged file, a
-wrong type) is a miss, never an error: the cache can only make a start faster.
-``JST_CODE_CACHE=0`` turns it off (the benchmark times a start without it).
+The file is ``<cache>/jstorrent-native/codecache-<program>-<cache tag>-<build>.bin``,
+where ``<cache>`` is ``$XDG_CACHE_HOME`` (when absolute) or ``~/.cache`` on Linux,
+``~/Library/Caches`` on macOS and ``%LOCALAPPDATA%`` on Windows, and ``<build>`` a
+CRC of the interpreter's version string and flags. One file per program, so the host
+and the daemon, which start together, never overwrite each other's, and per
+interpreter build, so two Pythons never take turns rewriting one file.
+
+Reading it never blocks and never trusts more than the user's own files: the file must
+be a regular file, and it and its directory owned by the user and writable by no one
+else (they are created 0600 and 0700), or it is neither read nor written. It is written
+(to a fresh temporary name, then renamed into place) only when this start compiled
+something it did not hold, and holds exactly what this start used, so it does not grow
+across upgrades. Its body is checked against a CRC-32 (for damage, not for attacks:
+that is what the ownership rule is for) before it is unmarshalled, and anything
+unexpected (another format, a short or damaged file, a wrong type) is a miss, never an
+error: the cache can only make a start faster. ``JST_CODE_CACHE=0`` turns it off (the
+benchmark times a start without it).
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ if TYPE_CHECKING:
 
 DISABLE_ENV = "JST_CODE_CACHE"
 APP_DIR_NAME = "jstorrent-native"
-MAGIC = b"jst-codecache-1\n"
+MAGIC = b"jst-codecache-2\n"
 MAX_FILE_BYTES = 8 << 20  # ~150 KiB today; anything far larger is not ours
 GENERATED_PREFIX = "<attrs generated"
 
@@ -68,11 +77,10 @@ _FUTURE_FLAGS = (
     | 0x1000000  # CO_FUTURE_ANNOTATIONS
 )
 
-# file name -> (source, mode, inherited flags, code, type hash, changed at the last
-# start). The source is stored with the class's type hash (see _type_hash) replaced by
-# a NUL, which no source can contain; a code of None marks a class whose source
-# changed at two starts in a row, which is not cached until it stops changing.
-Entry = tuple[str, str, int, "CodeType | None", int, int]
+# file name -> (source, mode, inherited flags, code, type hash). The source is stored
+# with the class's type hash (see _type_hash) replaced by a NUL, which no source can
+# contain.
+Entry = tuple[str, str, int, "CodeType", int]
 PLACEHOLDER = "\0"
 
 
@@ -92,8 +100,12 @@ def cache_dir() -> str | None:
     return os.path.join(base, APP_DIR_NAME)
 
 
-def _header() -> tuple[str, str, int]:
-    return (sys.version, sys.implementation.cache_tag or "", sys.flags.optimize)
+def _header() -> tuple[str, str, int, bool]:
+    """What, besides its inputs, decides what ``compile`` returns."""
+    no_debug_ranges = "no_debug_ranges" in sys._xoptions or bool(
+        os.environ.get("PYTHONNODEBUGRANGES")
+    )
+    return (sys.version, sys.implementation.cache_tag or "", sys.flags.optimize, no_debug_ranges)
 
 
 def _type_hash(filename: str) -> int:
@@ -103,6 +115,11 @@ def _type_hash(filename: str) -> int:
     a function of the class."""
     kind_and_name = filename[len(GENERATED_PREFIX) :].lstrip(" ")
     _kind, _, name = kind_and_name.partition(" ")
+    # A second class of the same name gets "-1>", "-2>"... in its file name (attrs keeps
+    # file names unique for linecache), but its hash is still that of the plain name.
+    stem, dash, number = name.rpartition("-")
+    if dash and number[:-1].isdigit() and number.endswith(">"):
+        name = stem + ">"
     return hash(f"{GENERATED_PREFIX} hash {name}")
 
 
@@ -139,30 +156,15 @@ class CompileMemo:
         marker = str(type_hash)
         key = source.replace(marker, PLACEHOLDER) if marker in source else source
         stored = self.stored.get(filename)
-        if stored is not None and stored[1:3] == (mode, flags):
-            stored_code = stored[3]
-            if stored[0] == key and stored_code is not None:
-                self.hits += 1
-                self.used[filename] = (*stored[:5], 0)
-                if stored[4] == type_hash or key is source:
-                    return stored_code
-                return _with_constant(stored_code, stored[4], type_hash)
-            if stored_code is None and stored[0] != key:  # still changing: not cached
-                self.used[filename] = stored
-                return self._compile(source, filename, mode, flags, True)  # type: ignore[no-any-return]
+        if stored is not None and stored[:3] == (key, mode, flags):
+            self.hits += 1
+            self.used[filename] = stored
+            if stored[4] == type_hash or key is source:
+                return stored[3]
+            return _with_constant(stored[3], stored[4], type_hash)
         code: CodeType = self._compile(source, filename, mode, flags, True)
         self.misses += 1
-        if stored is None or stored[1:3] != (mode, flags) or stored[3] is None:
-            # New, or no longer changing (the source it had at the last start is back)
-            self.used[filename] = (key, mode, flags, code, type_hash, 0)
-        elif not stored[5]:
-            self.used[filename] = (key, mode, flags, code, type_hash, 1)  # an edit?
-        else:
-            # Its source changed at two starts in a row: not an edit of the class but
-            # something in it that differs from process to process. Not cached while
-            # that goes on (this source is kept, to notice when it stops), so that the
-            # file stops changing.
-            self.used[filename] = (key, mode, flags, None, type_hash, 1)
+        self.used[filename] = (key, mode, flags, code, type_hash)
         return code
 
 
@@ -185,8 +187,13 @@ class GeneratedCodeCache:
         directory = cache_dir()
         if directory is None:
             return None
+        import zlib
+
+        # The interpreter's build in the name too, so that two Pythons of one minor
+        # version (a system one and a venv's) keep a file each instead of taking turns.
         tag = sys.implementation.cache_tag or "python"
-        path = os.path.join(directory, f"codecache-{program}-{tag}.bin")
+        build = zlib.crc32(repr(_header()).encode())
+        path = os.path.join(directory, f"codecache-{program}-{tag}-{build:08x}.bin")
         cache = cls(path, load(path))
         cache._install()
         return cache
@@ -233,21 +240,54 @@ class GeneratedCodeCache:
             save(self.path, self.memo.used)
 
 
+def _ours(info: os.stat_result) -> bool:
+    """Owned by us and writable by nobody else: what the cache's directory and file must
+    be, since what they hold is run. (A cache directory under a shared one such as /tmp
+    may have been made by someone else; such a cache is neither read nor written.)"""
+    getuid = getattr(os, "geteuid", None)
+    if getuid is None:
+        return True  # Windows: %LOCALAPPDATA% is the user's own
+    return info.st_uid == getuid() and not info.st_mode & 0o022
+
+
 def load(path: str) -> dict[str, Entry]:
+    """The entries of the cache file at ``path``; empty unless it is a regular file of
+    ours (never blocks: a FIFO put in its place is a miss, not a hang)."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
+        if not _ours(os.stat(os.path.dirname(path))):
+            return {}
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        )
     except OSError:
         return {}
+    with open(fd, "rb") as file:
+        try:
+            info = os.fstat(fd)
+            if not (stat_is_regular(info.st_mode) and _ours(info)):
+                return {}
+            if info.st_size > MAX_FILE_BYTES:
+                return {}
+            data = file.read(MAX_FILE_BYTES + 1)
+        except OSError:
+            return {}
     return decode(data)
+
+
+def stat_is_regular(mode: int) -> bool:
+    return mode & 0o170000 == 0o100000  # ``stat.S_ISREG``, without importing stat
 
 
 def save(path: str, entries: dict[str, Entry]) -> None:
     """Write ``entries`` to ``path`` (0600, through a temporary file and a rename);
     failing quietly: a cache that cannot be written costs the next start its compiles."""
-    temporary = f"{path}.{os.getpid()}.tmp"
+    directory = os.path.dirname(path)
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _ours(os.stat(directory)):
+            return
+        # A fresh name (a pid alone may be a dead process's, whose file is still there)
+        temporary = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with open(fd, "wb") as file:
@@ -288,14 +328,13 @@ def decode(data: bytes) -> dict[str, Entry]:
 
 
 def _well_formed(name: object, entry: object) -> bool:
-    if type(name) is not str or type(entry) is not tuple or len(entry) != 6:
+    if type(name) is not str or type(entry) is not tuple or len(entry) != 5:
         return False
-    source, mode, flags, code, type_hash, changed = entry
+    source, mode, flags, code, type_hash = entry
     return (
         type(source) is str
         and type(mode) is str
         and type(flags) is int
-        and (code is None or type(code) is type(_well_formed.__code__))
+        and type(code) is type(_well_formed.__code__)
         and type(type_hash) is int
-        and type(changed) is int
     )

@@ -281,20 +281,22 @@ def main(argv: Sequence[str] | None = None, prog: str = "jst-io-daemon") -> int:
     # to the first answer, issue 17). gctune.configure_gc freezes them and turns it back on.
     gc.disable()
     code_cache = GeneratedCodeCache.open("io-daemon")
-    import_trio()
+    try:
+        import_trio()
 
-    # The server's modules too, while the code cache is open, and so that with
-    # --host-control we serve as soon as the config arrives.
-    import jst.daemon.server
-    from jst import config, logs
-    from jst.daemon.http import CorsPolicy
-    from jst.daemon.main import run
-    from jst.daemon.state import ConfigLoadError, DaemonState
+        # The server's modules too, while the code cache is open, and so that with
+        # --host-control we serve as soon as the config arrives.
+        import jst.daemon.server
+        from jst import config, logs
+        from jst.daemon.http import CorsPolicy
+        from jst.daemon.main import run
+        from jst.daemon.state import ConfigLoadError, DaemonState
 
-    if args.service_link is not None:
-        import jst.daemon.control_ws  # noqa: F401  (service mode's routes, see main.py)
-    if code_cache is not None:
-        code_cache.close()
+        if args.service_link is not None:
+            import jst.daemon.control_ws  # noqa: F401  (service mode's routes, see main.py)
+    finally:
+        if code_cache is not None:
+            code_cache.close()
 
     log = logs.setup("io-daemon", config.app_dir() / LOG_FILE_NAME)
     log.info(

@@ -63,20 +63,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jst.fastimport import import_trio
 
     code_cache = GeneratedCodeCache.open("native-host")
-    import_trio()
+    try:
+        import_trio()
 
-    import trio
+        import trio
 
-    from jst.host import stdio
+        from jst.host import stdio
 
-    in_fd, out_fd = stdio.take_stdio()
+        # From here on nothing but our frames reaches Chrome's pipe, not even a stray
+        # print in a library imported below.
+        in_fd, out_fd = stdio.take_stdio()
 
-    from jst import config, logs
-    from jst.host.main import Host
-    from jst.host.store import RpcInfoStore
-
-    if code_cache is not None:
-        code_cache.close()
+        from jst import config, logs
+        from jst.host.main import Host
+        from jst.host.store import RpcInfoStore
+    finally:
+        if code_cache is not None:
+            code_cache.close()
 
     logs.setup("native-host", config.app_dir() / LOG_FILE_NAME)
     in_stream = stdio.FirstRead(oneshot.prefixed(consumed, stdio.receive_stream(in_fd)))
