@@ -44,8 +44,9 @@ def decode(line: bytes, version: int, error: type[Exception]) -> dict[str, Any]:
 class LineDecoder(Generic[T]):
     """Split received bytes into lines and ``parse`` each one into a message.
 
-    A line still without its newline once more than ``max_line`` bytes are buffered is
-    an ``error``: the buffer never grows past one receive beyond the limit.
+    A line longer than ``max_line`` bytes is an ``error``, whether its newline has come
+    (in the same receive, say) or not yet: then the buffer never grows past one receive
+    beyond the limit.
     """
 
     def __init__(self, parse: Callable[[bytes], T], error: type[Exception], max_line: int) -> None:
@@ -64,6 +65,8 @@ class LineDecoder(Generic[T]):
             if len(self._buffer) > self._max_line:
                 raise self._error(f"a line longer than {self._max_line} bytes")
             return None
+        if end > self._max_line:
+            raise self._error(f"a line longer than {self._max_line} bytes")
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         return self._parse(line)

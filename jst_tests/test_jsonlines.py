@@ -48,6 +48,27 @@ def test_a_line_without_its_end_is_refused_past_the_limit(
         decoder.next_message()
 
 
+@pytest.mark.parametrize(
+    ("module", "error", "line"),
+    [
+        (control, control.ControlError, control.encode(control.Applied(1))),
+        (channel, channel.ChannelError, channel.encode({"id": 1, "op": "pick"})),
+    ],
+    ids=["control", "service-channel"],
+)
+def test_a_whole_line_over_the_limit_is_refused_too(
+    module: ModuleType, error: type[Exception], line: bytes
+) -> None:
+    # Its newline in the same receive as the rest: the limit holds all the same.
+    body = line.rstrip(b"\n")
+    decoder: Any = module.LineDecoder(max_line=100)
+    decoder.receive_data(body.ljust(100) + b"\n")  # 100 bytes, JSON's own blanks
+    assert decoder.next_message() is not None
+    decoder.receive_data(body.ljust(101) + b"\n")
+    with pytest.raises(error, match="a line longer than 100 bytes"):
+        decoder.next_message()
+
+
 def test_service_channel_messages_round_trip_in_pieces() -> None:
     messages = [{"id": 1, "op": "pick"}, {"re": 1, "status": 200, "body": {"p": "/ü"}}]
     data = b"".join(channel.encode(m) for m in messages)
