@@ -238,6 +238,10 @@ class GeneratedCodeCache:
         self._wrapper = None
         if self.memo.misses:
             save(self.path, self.memo.used)
+        # The sources (~75 KiB) and the code nothing uses: not for the process's life
+        # (the program's main function holds this object until it returns).
+        self.memo.stored = {}
+        self.memo.used = {}
 
 
 def _ours(info: os.stat_result) -> bool:
