@@ -99,11 +99,22 @@ def parse_env_file(text: str) -> dict[str, str]:
     return values
 
 
+ENV_FILE_MAX = 1 << 20  # a few lines in practice; more is not an env file
+
+
 def read_env_file(path: str | Path) -> dict[str, str]:
-    """Read one env file; a missing or unreadable file is simply empty."""
+    """Read one env file; a missing or unreadable file, or one that is not a regular
+    file, is simply empty. Never blocks: the host reads it before answering Chrome, and
+    a FIFO in its place would have held the handshake forever."""
     try:
-        with open(path, "rb") as file:
-            data = file.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return {}
+    try:
+        with open(fd, "rb") as file:
+            if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # not S_ISREG
+                return {}
+            data = file.read(ENV_FILE_MAX)
     except OSError:
         return {}
     return parse_env_file(data.decode("utf-8", errors="replace"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,16 @@ def test_env_setting_prefers_the_config_dir_file(
     assert config.env_setting("LAUNCH_URL", exe_dir) == "http://cfg"
     assert config.env_setting("DEV_ORIGINS", exe_dir) == "http://exe-only"
     assert config.env_setting("MISSING", exe_dir) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs")
+def test_an_env_file_that_is_not_a_regular_file_is_empty_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The host reads it before answering Chrome: a FIFO (or a directory) in its place
+    # must not hold the handshake.
+    monkeypatch.setenv("JSTORRENT_CONFIG_DIR", str(tmp_path / "cfg"))
+    config.app_dir().mkdir(parents=True)
+    os.mkfifo(config.app_dir() / "jstorrent-native.env")
+    (tmp_path / "bin" / "jstorrent-native.env").mkdir(parents=True)
+    assert config.env_setting("DEV_ORIGINS", tmp_path / "bin") is None

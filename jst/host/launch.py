@@ -26,7 +26,7 @@ selectors, ~8 ms), and paths are strings (``pathlib`` and ``re``, ~4 ms). Once t
 the host turns the sockets into ``socket.socket`` objects (``adopt_socket``).
 ``posix_spawn`` has no ``close_fds``: ``spawn_passing`` gets the same result by marking
 every other descriptor close-on-exec first (Python opens its own that way already; this
-catches any a launcher leaked to us).
+catches any a launcher leaked to us). Restarts, later, use ``subprocess.Popen``.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ TOKEN_ENV = "JST_IO_DAEMON_TOKEN"  # noqa: S105 (a variable name)
 DEV_ORIGINS_ENV = "JSTORRENT_DEV_ORIGINS"
 LISTEN_BACKLOG = 1024  # as the daemon's own (browsers open bursts of connections)
 CAN_PASS_FDS = sys.platform != "win32"
-# Where a process lists its open descriptors (Linux, then macOS and the BSDs).
-FD_DIRECTORIES = ("/proc/self/fd", "/dev/fd")
+# Where a process lists all its open descriptors. Not /dev/fd on the BSDs: there it may
+# list only 0-2 (FreeBSD without fdescfs) or a fixed 0-63, and they get Popen instead.
+FD_DIRECTORY = {"linux": "/proc/self/fd", "darwin": "/dev/fd"}.get(sys.platform)
 
 
 def daemon_command() -> list[str]:
@@ -162,36 +163,46 @@ if TYPE_CHECKING:
 
 def _close_on_exec_except(keep: Sequence[int]) -> bool:
     """Mark every descriptor above 2 but ``keep`` close-on-exec: ``close_fds`` done on
-    our side of ``posix_spawn``. False if this system does not list descriptors."""
-    for directory in FD_DIRECTORIES:
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            continue
-        for name in names:
-            fd = int(name)
-            if fd > 2 and fd not in keep:
-                try:
-                    if os.get_inheritable(fd):
-                        os.set_inheritable(fd, False)
-                except OSError:
-                    pass  # the listing's own descriptor, closed by now
-        return True
-    return False
+    our side of ``posix_spawn``. False if this system cannot list them all."""
+    if FD_DIRECTORY is None:
+        return False
+    try:
+        names = os.listdir(FD_DIRECTORY)
+    except OSError:
+        return False
+    for name in names:
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+    return True
 
 
-def spawn_passing(argv: list[str], env: dict[str, str], pass_fds: Sequence[int]) -> Child:
+def spawn_passing(
+    argv: list[str], env: dict[str, str], pass_fds: Sequence[int], *, early: bool
+) -> Child:
     """Start ``argv`` with stdin and stdout on the null device, stderr ours, and
-    ``pass_fds`` (only they) inherited; as ``Popen(..., pass_fds=...)`` would."""
-    # ``signal`` would load enum; its C half has the numbers (and no type stubs).
-    import _signal  # type: ignore[import-not-found]
+    ``pass_fds`` (only they) inherited, as ``Popen(..., pass_fds=...)`` does.
 
-    if not _close_on_exec_except(pass_fds):
+    ``early`` (before trio and ``subprocess`` are loaded, one thread): with
+    ``posix_spawn``. One difference a child can see: glibc's ``posix_spawn`` leaves the
+    two signals glibc keeps for itself (32 and 33, which no program may handle) ignored
+    rather than default. Later (restarts, from a worker thread while other threads
+    run): with ``Popen``, which closes the other descriptors in the child itself, so no
+    descriptor made meanwhile by another thread can slip through.
+    """
+    if not early or not _close_on_exec_except(pass_fds):
         import subprocess
 
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, pass_fds=pass_fds
         )
+    # ``signal`` would load enum; its C half has the numbers (and no type stubs).
+    import _signal  # type: ignore[import-not-found]
+
     for fd in pass_fds:
         os.set_inheritable(fd, True)
     try:
@@ -219,6 +230,8 @@ def spawn(
     port: int,
     install_id: str,
     control_address: str,
+    *,
+    early: bool = False,
 ) -> Child:
     """Start one daemon process. Its stdin and stdout are the null device (§9.20: the
     browser's pipes are ours alone; the port comes over the control channel), stderr is
@@ -243,6 +256,7 @@ def spawn(
             [*argv, "--token-fd", str(token_read)],
             _environment(None),
             (listener.fileno(), token_read),
+            early=early,
         )
         # A 37-byte write into an empty pipe never blocks; the daemon reads it at start.
         os.write(token_write, token.encode() + b"\n")
@@ -295,7 +309,7 @@ def prelaunch() -> Prelaunched | None:
     proc: Child | None = None
     error: OSError | None = None
     try:
-        proc = spawn(command, token, listener, 0, "", control[1])
+        proc = spawn(command, token, listener, 0, "", control[1], early=True)
     except OSError as exc:
         error = exc
     return Prelaunched(command, token, listener, control, proc, error)
