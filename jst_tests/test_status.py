@@ -152,11 +152,19 @@ def read_pty(fd: int, until: bytes, times: int, seconds: float = 30) -> bytes:
     return bytes(out)
 
 
+def ctrl_c_as_from_a_terminal() -> None:
+    """In the child: SIGINT as a shell at a terminal leaves it. A suite run as a
+    background job of a non-interactive shell inherits SIGINT ignored (POSIX), and
+    Python then never turns it into KeyboardInterrupt: Ctrl-C could not be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watch_redraws_in_place_until_ctrl_c(host_env: HostEnv, host: HostProcess) -> None:
     main, child = pty.openpty()
     proc = subprocess.Popen(
         [JST, "status", "--watch"], stdin=child, stdout=child, stderr=child,
         env=host_env.environ(COLUMNS="160", LINES="50", TERM="xterm"), start_new_session=True,
+        preexec_fn=ctrl_c_as_from_a_terminal,
     )  # fmt: skip
     os.close(child)
     try:
@@ -240,7 +248,7 @@ def test_the_service_is_shown_through_jst_service_query_status(
 def test_watch_into_a_pipe_prints_one_sample_per_second(host_env: HostEnv) -> None:
     proc = subprocess.Popen(
         [JST, "status", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=host_env.environ(),
+        env=host_env.environ(), preexec_fn=ctrl_c_as_from_a_terminal,
     )  # fmt: skip
     lines: list[str] = []
     got: queue.Queue[str] = queue.Queue()
