@@ -174,8 +174,8 @@ class GeneratedCodeCache:
 
     def __init__(self, path: str, stored: dict[str, Entry]) -> None:
         self.path = path
-        self.memo = CompileMemo(stored)
-        self._real_compile: Any = None
+        self._real_compile = builtins.compile
+        self.memo = CompileMemo(stored, self._real_compile)
         self._wrapper: Any = None
 
     @classmethod
@@ -199,7 +199,7 @@ class GeneratedCodeCache:
         return cache
 
     def _install(self) -> None:
-        real_compile = builtins.compile
+        real_compile = self._real_compile
         memo_compile = self.memo.compile
 
         def compile(
@@ -226,8 +226,6 @@ class GeneratedCodeCache:
                 return memo_compile(source, filename, mode, flags)
             return real_compile(source, filename, mode, flags, True, optimize, **kwargs)
 
-        self.memo._compile = real_compile
-        self._real_compile = real_compile
         self._wrapper = compile
         builtins.compile = compile
 
@@ -256,30 +254,18 @@ def _ours(info: os.stat_result) -> bool:
 
 def load(path: str) -> dict[str, Entry]:
     """The entries of the cache file at ``path``; empty unless it is a regular file of
-    ours (never blocks: a FIFO put in its place is a miss, not a hang)."""
+    ours in a directory of ours (never blocks: a FIFO in its place is a miss)."""
+    from jst.smallfile import read_regular
+
     try:
         if not _ours(os.stat(os.path.dirname(path))):
             return {}
-        fd = os.open(
-            path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-        )
     except OSError:
         return {}
-    with open(fd, "rb") as file:
-        try:
-            info = os.fstat(fd)
-            if not (stat_is_regular(info.st_mode) and _ours(info)):
-                return {}
-            if info.st_size > MAX_FILE_BYTES:
-                return {}
-            data = file.read(MAX_FILE_BYTES + 1)
-        except OSError:
-            return {}
-    return decode(data)
-
-
-def stat_is_regular(mode: int) -> bool:
-    return mode & 0o170000 == 0o100000  # ``stat.S_ISREG``, without importing stat
+    found = read_regular(path, MAX_FILE_BYTES, follow_symlinks=False)
+    if found is None or not _ours(found[1]):
+        return {}
+    return decode(found[0])
 
 
 def save(path: str, entries: dict[str, Entry]) -> None:

@@ -99,24 +99,19 @@ def parse_env_file(text: str) -> dict[str, str]:
     return values
 
 
-ENV_FILE_MAX = 1 << 20  # a few lines in practice; more is not an env file
+ENV_FILE_MAX = 1 << 20  # a few lines in practice; a larger file is not an env file
 
 
 def read_env_file(path: str | Path) -> dict[str, str]:
-    """Read one env file; a missing or unreadable file, or one that is not a regular
-    file, is simply empty. Never blocks: the host reads it before answering Chrome, and
-    a FIFO in its place would have held the handshake forever."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+    """Read one env file; a missing or unreadable file, one that is not a regular file
+    or one over 1 MiB is simply empty. Never blocks: the host reads it before answering
+    the browser, and a FIFO in its place used to hold the handshake forever."""
+    from jst.smallfile import read_regular
+
+    found = read_regular(path, ENV_FILE_MAX)
+    if found is None:
         return {}
-    try:
-        with open(fd, "rb") as file:
-            if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # not S_ISREG
-                return {}
-            data = file.read(ENV_FILE_MAX)
-    except OSError:
-        return {}
+    data = found[0]
     return parse_env_file(data.decode("utf-8", errors="replace"))
 
 

@@ -273,6 +273,17 @@ def test_a_fifo_in_place_of_the_file_is_a_miss_not_a_hang(tmp_path: Path) -> Non
     assert result["eq"] == [True, False]
 
 
+def test_a_directory_in_place_of_the_file_costs_only_time(tmp_path: Path) -> None:
+    run_probe(tmp_path, hash_seed=1)
+    path = cache_file(tmp_path, "probe")
+    path.unlink()
+    path.mkdir()
+    for seed in (2, 3):  # it can be neither read nor replaced: every start compiles
+        result = run_probe(tmp_path, hash_seed=seed)
+        assert result["hits"] == 0
+        assert result["eq"] == [True, False]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX ownership")
 def test_a_file_or_directory_others_may_write_is_neither_read_nor_written(
     tmp_path: Path,
