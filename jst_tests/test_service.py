@@ -163,38 +163,26 @@ def test_second_service_run_leaves_the_first(env: ServiceEnv) -> None:
         assert env.status()["pid"] == first.pid
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        {"type": "get_browser_endpoint", "installId": 5},
-        {"type": "get_browser_endpoint", "installId": ""},
-        {"type": "get_browser_endpoint", "installId": "x" * 300},
-    ],
-)
-def test_bad_oneshot_message_is_answered_and_changes_nothing(
-    env: ServiceEnv, message: dict[str, object]
-) -> None:
-    reply, proc = oneshot(env, message)
-    assert proc.returncode == 0
-    assert reply is not None
-    assert set(reply) == {"error"}
-    assert "installId" in str(reply["error"])
-    assert env.services() == []
-    assert not env.rpc_info.exists()
+def raw_frame(body: bytes) -> bytes:
+    return struct.pack("<I", len(body)) + body
 
 
 @pytest.mark.parametrize(
-    "body",
+    "frame",
     [
-        b'{"type": "get\\u005fbrowser_endpoint", "installId": ""}',  # an escape
-        '{"type": "get_browser_endpoint", "installId": ""}'.encode("utf-16"),
-        '{"type": "get_browser_endpoint", "installId": ""}'.encode("utf-32-le"),
+        nm_frame({"type": "get_browser_endpoint", "installId": 5}),
+        nm_frame({"type": "get_browser_endpoint", "installId": ""}),
+        nm_frame({"type": "get_browser_endpoint", "installId": "x" * 300}),
+        # Any JSON spelling of a one-shot is one (issue 17: the host skips parsing a
+        # first frame only when it cannot be one): an escape, UTF-16, UTF-32.
+        raw_frame(b'{"type": "get\\u005fbrowser_endpoint", "installId": ""}'),
+        raw_frame('{"type": "get_browser_endpoint", "installId": ""}'.encode("utf-16")),
+        raw_frame('{"type": "get_browser_endpoint", "installId": ""}'.encode("utf-32-le")),
     ],
+    ids=["int", "empty", "long", "escaped", "utf-16", "utf-32"],
 )
-def test_a_oneshot_message_in_any_json_spelling_is_one(env: ServiceEnv, body: bytes) -> None:
-    # The host skips parsing a first frame that cannot be a one-shot (issue 17); what
-    # json.loads reads as one still is: answered, and no daemon, port or profile.
-    reply, proc = oneshot(env, raw=struct.pack("<I", len(body)) + body)
+def test_bad_oneshot_message_is_answered_and_changes_nothing(env: ServiceEnv, frame: bytes) -> None:
+    reply, proc = oneshot(env, raw=frame)
     assert proc.returncode == 0
     assert reply is not None
     assert set(reply) == {"error"}
