@@ -174,8 +174,10 @@ async def open_control_listener(
         port = sock.getsockname()[1]
         return ControlListener(trio.SocketListener(sock), f"tcp:127.0.0.1:{port}", None)
     if bound is not None:
+        from jst.host.launch import adopt_socket
+
         raw, address, bound_directory = bound
-        unix_sock = socket.socket(fileno=raw.detach())
+        unix_sock = adopt_socket(raw)
         unix_sock.setblocking(False)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(unix_sock))
         return ControlListener(listener, address, Path(bound_directory))
