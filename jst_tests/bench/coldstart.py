@@ -117,8 +117,7 @@ def one_cold_start(base: Path, *, code_cache: bool = True) -> tuple[float, float
     """(ms to DaemonInfo, ms to first /health 200) for one host in a fresh config dir;
     without ``code_cache``, attrs' classes are compiled as at the first start after an
     install (jst/codecache.py)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JST", "JSTORRENT"))}
-    env["JSTORRENT_CONFIG_DIR"] = str(base / "config")
+    env = config_environ(base)
     if not code_cache:
         env["JST_CODE_CACHE"] = "0"
     request = json.dumps(
@@ -144,9 +143,15 @@ def one_cold_start(base: Path, *, code_cache: bool = True) -> tuple[float, float
     return info_ms, health_ms
 
 
-def _environ(base: Path) -> dict[str, str]:
+def config_environ(base: Path) -> dict[str, str]:
+    """Our environment without jst's variables, with a config dir of its own in ``base``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JST", "JSTORRENT"))}
     env["JSTORRENT_CONFIG_DIR"] = str(base / "config")
+    return env
+
+
+def _environ(base: Path) -> dict[str, str]:
+    env = config_environ(base)
     env["XDG_RUNTIME_DIR"] = str(base / "run")  # service.sock: short, and ours alone
     return env
 
